@@ -1,0 +1,28 @@
+using LongCtx.Compiler.Passes;
+
+namespace LongCtx.Passes;
+
+/// <summary>Every pass LongCtx knows, by name, and the pipelines (as data) that <c>lcc compile</c> selects.</summary>
+public static class Pipelines
+{
+    private static readonly Dictionary<string, Func<IPass>> Registry = new(StringComparer.Ordinal)
+    {
+        ["dce"] = () => new DeadCodeElimination(),
+        ["dedup-initializers"] = () => new InitializerDedup(),
+    };
+
+    /// <summary>The default pipeline: exact clean-ups only. Later method options append their passes.</summary>
+    public static IReadOnlyList<PipelineStep> Default { get; } =
+    [
+        new("dce"),                 // first: later passes should not see dead branches
+        new("dedup-initializers"),
+    ];
+
+    public static IEnumerable<string> Names => Registry.Keys.Order(StringComparer.Ordinal);
+
+    public static IPass Create(string name) =>
+        Registry.TryGetValue(name, out var f) ? f() : throw new ArgumentException($"unknown pass '{name}'; known passes: {string.Join(", ", Names)}");
+
+    public static IEnumerable<(IPass, IReadOnlyDictionary<string, string>)> Instantiate(IEnumerable<PipelineStep> steps) =>
+        steps.Select(s => (Create(s.Pass), s.Options ?? new Dictionary<string, string>()));
+}

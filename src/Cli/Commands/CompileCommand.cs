@@ -1,0 +1,61 @@
+using System.CommandLine;
+using LongCtx.Compiler;
+using LongCtx.Compiler.Passes;
+using LongCtx.Passes;
+
+namespace LongCtx.Cli.Commands;
+
+/// <summary><c>lcc compile MODEL -o OUTDIR</c>: run the pipeline and write model.onnx (+ data) and longctx.json.</summary>
+internal static class CompileCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<FileInfo>("model") { Description = "ONNX model to compile", Arity = ArgumentArity.ZeroOrOne };
+        var output = new Option<DirectoryInfo>("--output", "-o") { Description = "output folder (must be new or empty unless --force)" };
+        var force = new Option<bool>("--force") { Description = "replace a non-empty output folder" };
+        var listPasses = new Option<bool>("--list-passes") { Description = "print the pipeline and the known passes, then exit" };
+        var verify = new Option<bool>("--verify") { Description = "verify IR invariants after every pass (on by default; --verify false to skip)", DefaultValueFactory = _ => true };
+        var trace = new Option<bool>("--trace") { Description = "print every rewrite" };
+        var stepLimit = new Option<int?>("--step-limit") { Description = "stop after N rewrites (to bisect a miscompile)" };
+        var threshold = new Option<long>("--external-threshold") { Description = "initializers of at least this many bytes go to model.onnx.data", DefaultValueFactory = _ => 1024 };
+        var cmd = new Command("compile", "Compile a model: run the pass pipeline, verify, write OUTDIR/model.onnx (+ .data) and OUTDIR/longctx.json")
+        { model, output, force, listPasses, verify, trace, stepLimit, threshold };
+        cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
+        {
+            var steps = Pipelines.Default;
+            if (pr.GetValue(listPasses))
+            {
+                Console.WriteLine("pipeline:");
+                int i = 1;
+                foreach (var s in steps)
+                {
+                    var p = Pipelines.Create(s.Pass);
+                    Console.WriteLine($"  {i++}. {s,-28} {(p.IsExact ? "exact" : "approximate"),-12} {p.Description}");
+                }
+                Console.WriteLine("known passes: " + string.Join(", ", Pipelines.Names));
+                return Cli.Ok;
+            }
+            var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
+            var outDir = pr.GetValue(output) ?? throw new ArgumentException("give an output folder with -o OUTDIR");
+            var opts = new CompileOptions
+            {
+                Force = pr.GetValue(force),
+                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Log = s => Console.Error.WriteLine(s) },
+                Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
+            };
+            var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
+            foreach (var p in r.Pipeline.Passes)
+            {
+                string counts = p.Counts.Count == 0 ? "no change" : string.Join(", ", p.Counts.Select(kv => $"{kv.Value} {kv.Key}"));
+                Console.WriteLine($"  {p.Pass,-22} {counts}  ({p.Milliseconds:0} ms)");
+                foreach (var n in p.Notes) Console.WriteLine($"    note: {n}");
+            }
+            if (pr.GetValue(trace)) foreach (var t in r.Pipeline.Trace) Console.WriteLine("    trace: " + t);
+            if (r.Pipeline.StoppedAtStepLimit) Console.WriteLine($"  stopped at step limit {pr.GetValue(stepLimit)}");
+            Console.WriteLine($"wrote {r.ModelPath} ({r.Saved.ModelBytes:N0} bytes)" + (r.Saved.DataPath is null ? "" : $" + {Path.GetFileName(r.Saved.DataPath)} ({r.Saved.DataBytes:N0} bytes, {r.Saved.ExternalTensors} tensors)"));
+            Console.WriteLine($"wrote {Path.Combine(r.OutputDir, CompileJob.ManifestName)}");
+            return Cli.Ok;
+        })));
+        return cmd;
+    }
+}

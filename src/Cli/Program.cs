@@ -1,0 +1,19 @@
+using System.CommandLine;
+using LongCtx.Cli.Commands;
+
+namespace LongCtx.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+
+    /// <summary>The whole command tree (tests invoke it in-process).</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("lcc — LongCtx: compile exported ONNX decoders for long context, and run them.");
+        root.Add(InspectCommand.Create());
+        root.Add(CompileCommand.Create());
+        root.Add(DiffCommand.Create());
+        return root;
+    }
+}

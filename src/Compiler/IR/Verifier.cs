@@ -1,0 +1,78 @@
+namespace LongCtx.Compiler.IR;
+
+/// <summary>
+/// Checks IR invariants: SSA (one definition per name, no shadowing), use lists match inputs, producers match
+/// outputs, nodes in topological order, every input defined before use, graph outputs defined.
+/// Run after every pass (always in tests and Debug, <c>--verify</c> in the CLI).
+/// </summary>
+public static class Verifier
+{
+    public static IReadOnlyList<string> Check(Model model)
+    {
+        var errors = new List<string>();
+        var allNodes = new HashSet<Node>();
+        var defined = new HashSet<Value>();
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        CheckGraph(model.Graph, [], errors, allNodes, defined, names);
+        foreach (var v in defined)
+            foreach (var u in v.Uses)
+            {
+                if (!allNodes.Contains(u.Node)) errors.Add($"value '{v.Name}' lists a use by {u.Node}, which is not in the model");
+                else if (u.Index >= u.Node.Inputs.Count || u.Node.Inputs[u.Index] != v) errors.Add($"value '{v.Name}' lists a stale use ({u.Node}, input {u.Index})");
+            }
+        return errors;
+    }
+
+    public static void Verify(Model model, string? after = null)
+    {
+        var e = Check(model);
+        if (e.Count > 0)
+            throw new IrException($"IR verification failed{(after is null ? "" : " after " + after)} on {model.DisplayName}: " + string.Join("; ", e.Take(10)) + (e.Count > 10 ? $" (+{e.Count - 10} more)" : ""));
+    }
+
+    private static void CheckGraph(Graph g, HashSet<Value> outerVisible, List<string> errors, HashSet<Node> allNodes, HashSet<Value> defined, Dictionary<string, string> names)
+    {
+        var visible = new HashSet<Value>(outerVisible);
+        void Define(Value v, string what)
+        {
+            if (v.Graph != g) errors.Add($"{what} '{v.Name}' belongs to {v.Graph}, listed in {g}");
+            if (names.TryGetValue(v.Name, out var prev)) errors.Add($"name '{v.Name}' is defined twice ({prev} and {what} in graph '{g.Name}')");
+            else names[v.Name] = $"{what} in graph '{g.Name}'";
+            visible.Add(v);
+            defined.Add(v);
+        }
+        foreach (var v in g.Inputs) Define(v, "input");
+        foreach (var v in g.Initializers)
+        {
+            if (v.Const is null) errors.Add($"initializer '{v.Name}' has no data");
+            if (!v.IsGraphInput) Define(v, "initializer");
+        }
+        foreach (var n in g.Nodes)
+        {
+            if (!allNodes.Add(n)) errors.Add($"{n} appears twice");
+            if (n.Graph != g) errors.Add($"{n} belongs to {n.Graph}, listed in {g}");
+            for (int i = 0; i < n.Inputs.Count; i++)
+            {
+                var v = n.Inputs[i];
+                if (v is null) continue;
+                if (!visible.Contains(v))
+                    errors.Add($"{n} input {i} '{v.Name}' is not defined before use (not a graph input, initializer, or output of an earlier node)");
+                if (!v.Uses.Contains(new Use(n, i))) errors.Add($"value '{v.Name}' does not list its use by {n} input {i}");
+            }
+            foreach (var sg in n.Subgraphs)
+            {
+                if (sg.Parent != g || sg.ParentNode != n) errors.Add($"subgraph '{sg.Name}' of {n} has a wrong parent link");
+                CheckGraph(sg, visible, errors, allNodes, defined, names);
+            }
+            for (int k = 0; k < n.Outputs.Count; k++)
+            {
+                var o = n.Outputs[k];
+                if (o is null) continue;
+                if (o.Producer != n || o.OutputIndex != k) errors.Add($"output {k} '{o.Name}' of {n} has a wrong producer link");
+                Define(o, $"output of {n}");
+            }
+        }
+        foreach (var o in g.Outputs)
+            if (!visible.Contains(o)) errors.Add($"graph output '{o.Name}' of '{g.Name}' is not defined");
+    }
+}

@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using LongCtx.Compiler.IR;
+
+namespace LongCtx.Compiler.Passes;
+
+public sealed record PassManagerOptions
+{
+    /// <summary>Verify IR invariants after every pass (always on in tests and Debug builds).</summary>
+    public bool Verify { get; init; } = true;
+    /// <summary>Stop after this many rewrites in total (bisecting a miscompile).</summary>
+    public int? StepLimit { get; init; }
+    /// <summary>Record every rewrite.</summary>
+    public bool Trace { get; init; }
+    public Action<string>? Log { get; init; }
+}
+
+public sealed record PipelineResult(IReadOnlyList<PassReport> Passes, IReadOnlyList<string> Trace, bool StoppedAtStepLimit, Dictionary<string, object?> RuntimeConfig);
+
+/// <summary>Runs a pipeline (a list of passes), verifying the IR after each one.</summary>
+public static class PassManager
+{
+    public static PipelineResult Run(Model model, IEnumerable<(IPass Pass, IReadOnlyDictionary<string, string> Options)> pipeline, PassManagerOptions? options = null, CancellationToken ct = default)
+    {
+        options ??= new PassManagerOptions();
+        var rewriter = new Rewriter(model) { Tracing = options.Trace };
+        var reports = new List<PassReport>();
+        var runtime = new Dictionary<string, object?>();
+        bool stopped = false;
+        if (options.Verify) Verifier.Verify(model, "loading");
+        foreach (var (pass, opts) in pipeline)
+        {
+            ct.ThrowIfCancellationRequested();
+            var ctx = new PassContext(rewriter, opts, options.Log, ct);
+            int before = rewriter.Steps;
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                using (options.StepLimit is int lim ? rewriter.LimitSteps(lim) : null)
+                    pass.Run(model, ctx);
+            }
+            catch (StepLimitReachedException)
+            {
+                stopped = true;
+                ctx.Note($"stopped at step limit {options.StepLimit}");
+            }
+            sw.Stop();
+            if (options.Verify) Verifier.Verify(model, $"pass '{pass.Name}'");
+            foreach (var kv in ctx.RuntimeConfig) runtime[kv.Key] = kv.Value;
+            reports.Add(new PassReport(pass.Name, pass.IsExact, new SortedDictionary<string, int>(ctx.Counts.ToDictionary(), StringComparer.Ordinal), ctx.Notes.ToList(), rewriter.Steps - before, sw.Elapsed.TotalMilliseconds, opts));
+            if (stopped) break;
+        }
+        return new PipelineResult(reports, rewriter.Trace.ToList(), stopped, runtime);
+    }
+}
