@@ -89,10 +89,16 @@ public static class ModelDiff
         var bySigB = nodesB.GroupBy(sb.Of).ToDictionary(g => g.Key, g => new Queue<Node>(g));
         foreach (var n in nodesA)
             if (bySigB.TryGetValue(sa.Of(n), out var q) && q.Count > 0) matched[n] = q.Dequeue();
-        int unchanged = matched.Count;
+        int unchanged = 0;
+        var changed = new List<NodeChange>();
+        foreach (var (n, m) in matched)
+        {
+            // Same structure; report rewiring to differently named but identical values (e.g. after dedup).
+            var c = NodeChanges(n, m, includeName: false);
+            if (c.Count == 0) unchanged++; else changed.Add(new NodeChange(m.QualifiedOp, m.Name, c));
+        }
         var restB = nodesB.Except(matched.Values).ToList();
         var restA = nodesA.Where(n => !matched.ContainsKey(n)).ToList();
-        var changed = new List<NodeChange>();
         var pairs = new List<(Node, Node)>();
         foreach (var n in restA.ToList())
         {
@@ -159,10 +165,10 @@ public static class ModelDiff
         n.Outputs.Select(o => o?.Name ?? "").ToList(),
         n.Attributes.OrderBy(x => x.Name, StringComparer.Ordinal).Select(x => $"{x.Name}={x.Render()}").ToList());
 
-    private static List<string> NodeChanges(Node a, Node b)
+    private static List<string> NodeChanges(Node a, Node b, bool includeName = true)
     {
         var c = new List<string>();
-        if (a.Name != b.Name) c.Add($"name: '{a.Name}' -> '{b.Name}'");
+        if (includeName && a.Name != b.Name) c.Add($"name: '{a.Name}' -> '{b.Name}'");
         int ni = Math.Max(a.Inputs.Count, b.Inputs.Count);
         for (int i = 0; i < ni; i++)
         {
