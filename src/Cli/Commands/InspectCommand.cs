@@ -1,24 +1,58 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using LongCtx.Compiler;
 using LongCtx.Compiler.Inspect;
 
 namespace LongCtx.Cli.Commands;
 
-/// <summary><c>lcc inspect MODEL [--json]</c>: I/O, opsets, op histogram, parameters, external data.</summary>
+/// <summary><c>lcc inspect MODEL [--json]</c>: I/O, opsets, op histogram, parameters, external data; for a compiled folder also what lcc applied.</summary>
 internal static class InspectCommand
 {
     public static Command Create()
     {
-        var model = new Argument<FileInfo>("model") { Description = "ONNX model file (external data is read from its folder)" };
+        var model = new Argument<FileInfo>("model") { Description = "ONNX model file, or a folder written by lcc compile" };
         var json = new Option<bool>("--json") { Description = "print JSON instead of a table" };
         var cmd = new Command("inspect", "Describe a model: inputs/outputs, opsets, op histogram, parameters, external data") { model, json };
         cmd.SetAction(pr => Cli.Guard(() =>
         {
-            var m = Cli.Load(pr.GetValue(model)!);
+            var file = DiffCommand.Resolve(pr.GetValue(model)!);
+            var m = Cli.Load(file);
             var report = ModelInspector.Inspect(m);
-            Console.Out.Write(pr.GetValue(json) ? JsonSerializer.Serialize(report, Cli.Json) + "\n" : report.ToText());
+            var manifest = ReadManifest(file);
+            if (pr.GetValue(json))
+            {
+                var node = JsonSerializer.SerializeToNode(report, Cli.Json)!.AsObject();
+                if (manifest is not null) node["longctx"] = manifest;
+                Console.Out.Write(node.ToJsonString(Cli.Json) + "\n");
+                return Cli.Ok;
+            }
+            Console.Out.Write(report.ToText());
+            if (manifest is not null) Console.Out.Write(RenderManifest(manifest));
             return Cli.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>The longctx.json beside a compiled model, if any.</summary>
+    internal static JsonObject? ReadManifest(FileInfo modelFile)
+    {
+        var p = Path.Combine(modelFile.DirectoryName ?? ".", CompileJob.ManifestName);
+        if (!File.Exists(p)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(p)) as JsonObject; }
+        catch (JsonException e) { throw new InvalidOperationException($"{p}: not valid JSON ({e.Message})"); }
+    }
+
+    private static string RenderManifest(JsonObject m)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.Append($"compiled by {m["tool"]} from {m["source"]?["path"]} (sha256 {m["source"]?["sha256"]?.ToString()[..16]}…)\n");
+        foreach (var p in m["pipeline"]?.AsArray() ?? [])
+        {
+            var counts = p?["counts"]?.AsObject().Select(kv => $"{kv.Value} {kv.Key}") ?? [];
+            sb.Append($"  {p?["pass"],-24} {(p?["exact"]?.GetValue<bool>() == true ? "exact" : "approximate"),-12} {string.Join(", ", counts)}\n");
+        }
+        if (m["runtime"] is JsonObject rt && rt.Count > 0) sb.Append("  runtime: ").Append(rt.ToJsonString()).Append('\n');
+        return sb.ToString();
     }
 }
