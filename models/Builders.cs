@@ -10,6 +10,11 @@ public static class Builders
     public static Model Build(string form, DecoderConfig c) => form switch
     {
         "torch" => TorchStyleDecoder.Build(c),
+        "gqa" => GqaDecoder.Build(c, GqaRope.Fused),
+        "gqa-separate-rope" => GqaDecoder.Build(c, GqaRope.Separate),
+        "gqa-norope" => GqaDecoder.Build(c, GqaRope.None),
+        "mha" => GenaiMhaDecoder.Build(c),
+        "opset24" => Opset24Decoder.Build(c),
         _ => throw new ArgumentException($"unknown decoder form '{form}'; known: {string.Join(", ", Forms)}"),
     };
 }

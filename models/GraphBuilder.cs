@@ -45,19 +45,17 @@ internal sealed class GraphBuilder
     private readonly Dictionary<string, int> _names = new(StringComparer.Ordinal);
     private int _onnxCounter = 1000;
 
-    public GraphBuilder(string name, long opset, ModelDtype dtype, int seed)
+    public GraphBuilder(string name, long opset, ModelDtype dtype)
     {
         Model = Model.Create(name, opset);
         Rw = new Rewriter(Model);
         Dtype = dtype;
-        Rng = new SeededWeights(seed);
     }
 
     public Model Model { get; }
     public Rewriter Rw { get; }
     public Graph G => Model.Graph;
     public ModelDtype Dtype { get; }
-    public SeededWeights Rng { get; }
     public ElementType Elem => Dtype == ModelDtype.Float16 ? ElementType.Float16 : ElementType.Float;
     public long ElemCode => (long)Elem;
 
@@ -69,9 +67,9 @@ internal sealed class GraphBuilder
     public Value InitF32(string name, float[] v, params long[] dims) => Rw.AddInitializer(G, name, Tensor.FromFloats(v, dims));
     public Value InitI64(string name, long[] v, params long[] dims) => Rw.AddInitializer(G, name, Tensor.FromInt64s(v, dims));
 
-    /// <summary>A projection weight [in, out] with std 1/sqrt(in), named like torch's transposed weights ("onnx::MatMul_N").</summary>
-    public Value Weight(int rows, int cols, string? name = null) =>
-        Init(name ?? $"onnx::MatMul_{_onnxCounter++}", Rng.Uniform(rows * cols, 1f / MathF.Sqrt(rows)), rows, cols);
+    /// <summary>A projection weight [in, out], named like torch's transposed weights ("onnx::MatMul_N").</summary>
+    public Value Weight(float[] data, int rows, int cols, string? name = null) =>
+        Init(name ?? $"onnx::MatMul_{_onnxCounter++}", data, rows, cols);
 
     /// <summary>Torch-style unique node name "/scope/Op", "/scope/Op_1", ...</summary>
     public string NodeName(string scope, string op)

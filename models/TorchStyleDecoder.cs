@@ -27,7 +27,7 @@ public static class TorchStyleDecoder
     public static Model Build(DecoderConfig c)
     {
         c.Validate();
-        var b = new GraphBuilder("main_graph", Opset, c.Dtype, c.Seed);
+        var b = new GraphBuilder("main_graph", Opset, c.Dtype);
         var el = b.Elem;
         var inputIds = b.Input("input_ids", ElementType.Int64, "batch_size", "sequence_length");
         var attnMask = b.Input("attention_mask", ElementType.Int64, "batch_size", "total_sequence_length");
@@ -37,7 +37,8 @@ public static class TorchStyleDecoder
             past[l] = (b.Input($"past_key_values.{l}.key", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim),
                        b.Input($"past_key_values.{l}.value", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim));
 
-        var embedW = b.Init("embed_tokens.weight", b.Rng.Uniform(c.Vocab * c.Hidden, 1f), c.Vocab, c.Hidden);
+        var wts = DecoderWeights.Draw(c);
+        var embedW = b.Init("embed_tokens.weight", wts.Embed, c.Vocab, c.Hidden);
 
         // sequence / past / total lengths
         var seqLen = b.T("", "Gather", [b.T("", "Shape", [inputIds]), b.CScalarI("", 1)], [GraphBuilder.Int("axis", 0)]);
@@ -61,7 +62,8 @@ public static class TorchStyleDecoder
         for (int l = 0; l < c.Layers; l++)
         {
             string ls = $"layers.{l}";
-            var h = RmsNorm(b, c, $"{ls}/input_layernorm", x, $"{ls}.input_layernorm.weight");
+            var lw = wts.Layers[l];
+            var h = RmsNorm(b, c, $"{ls}/input_layernorm", x, $"{ls}.input_layernorm.weight", lw.InputNorm);
             string sa = $"{ls}/self_attn";
             var bsz = b.T(sa, "Gather", [b.T(sa, "Shape", [h]), b.CScalarI(sa, 0)], [GraphBuilder.Int("axis", 0)]);
             var sl = b.T(sa, "Gather", [b.T(sa, "Shape", [h]), b.CScalarI(sa, 1)], [GraphBuilder.Int("axis", 0)]);
@@ -71,9 +73,9 @@ public static class TorchStyleDecoder
                 var r = b.T(sa, "Reshape", [proj, shape], [GraphBuilder.Int("allowzero", 0)]);
                 return b.T(sa, "Transpose", [r], [GraphBuilder.Ints("perm", 0, 2, 1, 3)]);
             }
-            var q = Heads(b.T($"{sa}/q_proj", "MatMul", [h, b.Weight(c.Hidden, c.QueryWidth)]), c.Heads);
-            var k = Heads(b.T($"{sa}/k_proj", "MatMul", [h, b.Weight(c.Hidden, c.KvWidth)]), c.KvHeads);
-            var v = Heads(b.T($"{sa}/v_proj", "MatMul", [h, b.Weight(c.Hidden, c.KvWidth)]), c.KvHeads);
+            var q = Heads(b.T($"{sa}/q_proj", "MatMul", [h, b.Weight(lw.Q, c.Hidden, c.QueryWidth)]), c.Heads);
+            var k = Heads(b.T($"{sa}/k_proj", "MatMul", [h, b.Weight(lw.K, c.Hidden, c.KvWidth)]), c.KvHeads);
+            var v = Heads(b.T($"{sa}/v_proj", "MatMul", [h, b.Weight(lw.V, c.Hidden, c.KvWidth)]), c.KvHeads);
             q = ApplyRope(b, c, sa, q, cos, sin);
             k = ApplyRope(b, c, sa, k, cos, sin);
             var presentK = b.T(sa, "Concat", [past[l].K, k], [GraphBuilder.Int("axis", 2)], output: $"present.{l}.key");
@@ -88,19 +90,19 @@ public static class TorchStyleDecoder
             var ctx = b.T(sa, "Transpose", [b.T(sa, "MatMul", [probs, vr])], [GraphBuilder.Ints("perm", 0, 2, 1, 3)]);
             var outShape = b.T(sa, "Concat", [b.T(sa, "Unsqueeze", [bsz, b.CI(sa, 0)]), b.T(sa, "Unsqueeze", [sl, b.CI(sa, 0)]), b.CI(sa, c.QueryWidth)], [GraphBuilder.Int("axis", 0)]);
             ctx = b.T(sa, "Reshape", [ctx, outShape], [GraphBuilder.Int("allowzero", 0)]);
-            var o = b.T($"{sa}/o_proj", "MatMul", [ctx, b.Weight(c.QueryWidth, c.Hidden)]);
+            var o = b.T($"{sa}/o_proj", "MatMul", [ctx, b.Weight(lw.O, c.QueryWidth, c.Hidden)]);
             x = b.T(ls, "Add", [x, o]);
 
-            var h2 = RmsNorm(b, c, $"{ls}/post_attention_layernorm", x, $"{ls}.post_attention_layernorm.weight");
+            var h2 = RmsNorm(b, c, $"{ls}/post_attention_layernorm", x, $"{ls}.post_attention_layernorm.weight", lw.PostNorm);
             string mlp = $"{ls}/mlp";
-            var gate = b.T($"{mlp}/gate_proj", "MatMul", [h2, b.Weight(c.Hidden, c.Mlp)]);
+            var gate = b.T($"{mlp}/gate_proj", "MatMul", [h2, b.Weight(lw.Gate, c.Hidden, c.Mlp)]);
             var act = b.T(mlp, "Mul", [gate, b.T(mlp, "Sigmoid", [gate])]);
-            var up = b.T($"{mlp}/up_proj", "MatMul", [h2, b.Weight(c.Hidden, c.Mlp)]);
-            var down = b.T($"{mlp}/down_proj", "MatMul", [b.T(mlp, "Mul", [act, up]), b.Weight(c.Mlp, c.Hidden)]);
+            var up = b.T($"{mlp}/up_proj", "MatMul", [h2, b.Weight(lw.Up, c.Hidden, c.Mlp)]);
+            var down = b.T($"{mlp}/down_proj", "MatMul", [b.T(mlp, "Mul", [act, up]), b.Weight(lw.Down, c.Mlp, c.Hidden)]);
             x = b.T(ls, "Add", [x, down]);
         }
-        var hn = RmsNorm(b, c, "norm", x, "norm.weight");
-        var logits = b.T("lm_head", "MatMul", [hn, b.Weight(c.Hidden, c.Vocab)], output: "logits");
+        var hn = RmsNorm(b, c, "norm", x, "norm.weight", wts.FinalNorm);
+        var logits = b.T("lm_head", "MatMul", [hn, b.Weight(wts.LmHead, c.Hidden, c.Vocab)], output: "logits");
         b.Output(logits, el, "batch_size", "sequence_length", c.Vocab);
         for (int l = 0; l < c.Layers; l++)
         {
@@ -188,9 +190,9 @@ public static class TorchStyleDecoder
     }
 
     /// <summary>HF LlamaRMSNorm: w * x / sqrt(mean(x^2) + eps), in float32 (cast around it for float16 models).</summary>
-    private static Value RmsNorm(GraphBuilder b, DecoderConfig c, string scope, Value x, string weightName)
+    private static Value RmsNorm(GraphBuilder b, DecoderConfig c, string scope, Value x, string weightName, float[] weight)
     {
-        var w = b.Init(weightName, b.Rng.Around(c.Hidden, 1f, 0.1f), c.Hidden);
+        var w = b.Init(weightName, weight, c.Hidden);
         bool half = c.Dtype == ModelDtype.Float16;
         var xf = half ? b.T(scope, "Cast", [x], [GraphBuilder.Int("to", 1)]) : x;
         var ms = b.T(scope, "ReduceMean", [b.T(scope, "Pow", [xf, b.CScalarF32(scope, 2f)])], [GraphBuilder.Ints("axes", -1), GraphBuilder.Int("keepdims", 1)]);

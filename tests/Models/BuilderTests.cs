@@ -24,11 +24,13 @@ public sealed class BuilderTests
         {
             var cfg = form == "mha" ? Base with { KvHeads = Base.Heads } : Base;
             yield return new Variant(form, cfg);
-            yield return new Variant(form, cfg with { RotaryDim = 8, Interleaved = true, RopeTheta = 500000, Seed = 7 });
+            yield return new Variant(form, cfg with { HeadDim = 32, RotaryDim = 16, Interleaved = true, RopeTheta = 500000, Seed = 7 });
             yield return new Variant(form, cfg with { Dtype = ModelDtype.Float16, Seed = 3 });
         }
         yield return new Variant("torch", Base with { Layers = 3, Heads = 6, KvHeads = 1, HeadDim = 32, Hidden = 96, RotaryDim = 16 });
         yield return new Variant("torch", Base with { KvHeads = 4, Interleaved = true });
+        yield return new Variant("torch", Base with { RotaryDim = 8, MaxPositions = 64 });
+        yield return new Variant("opset24", Base with { RotaryDim = 8, Interleaved = true });
         yield return new Variant("gqa", Base with { Heads = 8, KvHeads = 1, HeadDim = 32, RotaryDim = 16 });
     }
 
@@ -54,4 +56,48 @@ public sealed class BuilderTests
         Assert.That(maxAbs, Is.GreaterThan(0.1), "logits should not be trivially small");
         Assert.That(stepDiff, Is.GreaterThan(10 * tol), "logits must depend on the input");
     }
+
+    public static IEnumerable<DecoderConfig> SharedConfigs()
+    {
+        yield return Base with { KvHeads = Base.Heads };
+        yield return Base with { KvHeads = Base.Heads, HeadDim = 32, RotaryDim = 16, Interleaved = true, RopeTheta = 500000, Seed = 9 };
+        yield return Base with { KvHeads = Base.Heads, HeadDim = 32, RotaryDim = 16, Seed = 11, Layers = 1 };
+    }
+
+    /// <summary>
+    /// All forms draw the same weights from the same config, so they must compute the same function. This pins the RoPE
+    /// conventions (half-split vs interleaved, partial rotary, cos/sin caches vs inv_freq) of every form to the torch form.
+    /// </summary>
+    [TestCaseSource(nameof(SharedConfigs))]
+    public void All_forms_compute_the_same_function(DecoderConfig c)
+    {
+        float[] Logits(string form, out float[] decode)
+        {
+            using var h = new DecoderHarness(OnnxWriter.ToBytes(Builders.Build(form, c)));
+            using var full = h.Run(Tokens, null);
+            using var pre = h.Run(Tokens[..^1], null);
+            using var dec = h.Run(Tokens[^1..], pre);
+            decode = dec.Logits;
+            return full.Logits;
+        }
+        var want = Logits("torch", out var wantDecode);
+        foreach (var form in new[] { "gqa", "gqa-separate-rope", "mha", "opset24" })
+        {
+            var got = Logits(form, out var gotDecode);
+            double d = DecoderHarness.MaxDiff(want, got), dd = DecoderHarness.MaxDiff(wantDecode, gotDecode);
+            TestContext.Out.WriteLine($"{form}: prefill max|diff| vs torch {d:E2}, decode {dd:E2}");
+            Assert.That(d, Is.LessThan(1e-4), $"{form} prefill logits differ from the torch form");
+            Assert.That(dd, Is.LessThan(1e-4), $"{form} decode logits differ from the torch form");
+        }
+        var noRope = Logits("gqa-norope", out _);
+        Assert.That(DecoderHarness.MaxDiff(want, noRope), Is.GreaterThan(1e-2), "dropping RoPE must change the logits");
+    }
+
+    [Test]
+    public void Mha_rejects_grouped_kv() =>
+        Assert.That(() => GenaiMhaDecoder.Build(Base), Throws.ArgumentException.With.Message.Contains("kv heads == heads"));
+
+    [Test]
+    public void Gqa_fused_rope_rejects_unsupported_rotary_dim() =>
+        Assert.That(() => GqaDecoder.Build(Base with { RotaryDim = 8 }), Throws.ArgumentException.With.Message.Contains("multiple of 8"));
 }
