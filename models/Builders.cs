@@ -5,7 +5,7 @@ namespace LongCtx.Models;
 /// <summary>Builder registry: form name -> builder (names used by tests and <c>lcc</c> tooling).</summary>
 public static class Builders
 {
-    public static IReadOnlyList<string> Forms { get; } = ["torch", "gqa", "gqa-separate-rope", "gqa-norope", "mha", "opset24"];
+    public static IReadOnlyList<string> Forms { get; } = ["torch", "gqa", "gqa-separate-rope", "gqa-norope", "mha", "opset24", "bert"];
 
     public static Model Build(string form, DecoderConfig c) => form switch
     {
@@ -15,6 +15,7 @@ public static class Builders
         "gqa-norope" => GqaDecoder.Build(c, GqaRope.None),
         "mha" => GenaiMhaDecoder.Build(c),
         "opset24" => Opset24Decoder.Build(c),
+        "bert" => BertEncoder.Build(c),
         _ => throw new ArgumentException($"unknown decoder form '{form}'; known: {string.Join(", ", Forms)}"),
     };
 }
