@@ -1,0 +1,231 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using LongCtx.Compiler.IR;
+
+namespace LongCtx.Compiler.Analysis;
+
+/// <summary>
+/// What kind of decoder a model is, in the numbers the cost model needs. Fields the source could not establish are
+/// null. <see cref="KvWidth"/> (kv heads x head_dim per layer) is always known for a decoder with a KV cache, even when
+/// the cache is a 3-D [B, S, kvH*D] static buffer.
+/// </summary>
+public sealed partial record ArchitectureCard(
+    int Layers, int? Hidden, int? Heads, int? KvHeads, int? HeadDim, int? Vocab,
+    long Parameters, long ParameterBytes, string WeightDtype,
+    double? RopeTheta, int? RotaryDim, int? TrainedContext)
+{
+    /// <summary>Key (= value) elements per token per layer: kv heads x head_dim.</summary>
+    public int KvWidth { get; init; }
+    /// <summary>Element type of the KV cache inputs.</summary>
+    public string KvDtype { get; init; } = "float32";
+    /// <summary>Parameters of the token-embedding table (read one row per token, so excluded from FLOPs and decode traffic).</summary>
+    public long EmbeddingParameters { get; init; }
+    public long EmbeddingBytes { get; init; }
+    /// <summary>Rows of a cos/sin cache when the model carries one (its "original max positions").</summary>
+    public int? CosCacheLength { get; init; }
+    /// <summary>Length of a static (fixed-size) KV cache, when the cache inputs have a fixed sequence dimension.</summary>
+    public int? StaticCacheLength { get; init; }
+    /// <summary>Where each non-obvious field came from ("kv_heads: past_key_values.0.key dim 1", ...).</summary>
+    public IReadOnlyList<string> Sources { get; init; } = [];
+
+    /// <summary>Weights read per decode step: all parameters except the embedding table.</summary>
+    public long DecodeWeightBytes => ParameterBytes - EmbeddingBytes;
+    public long MatmulParameters => Parameters - EmbeddingParameters;
+
+    [GeneratedRegex(@"^(?:past_key_values\.(\d+)\.key|past_key_(\d+)|past\.(\d+)\.key|key_cache\.(\d+))$")]
+    private static partial Regex PastKeyName();
+
+    /// <summary>
+    /// Derives a card from the I/O contract and constants only (no attention matching): layers = number of past-key
+    /// inputs; kv heads and head_dim from the past-key shape [B, kvH, P, D] (or kvH*D from a 3-D [B, S, kvH*D] static
+    /// cache); vocab from the last dim of <c>logits</c>; parameters from initializers; hidden from the embedding table
+    /// gathered by <c>input_ids</c>; RoPE theta and rotary dim from an inv_freq constant (theta = inv_freq[1]^(-R/2),
+    /// since inv_freq[i] = theta^(-2i/R)) or a cos cache (inv_freq[1] = acos(cos[1,1])). Heads, hidden, theta and the
+    /// trained context fall back to a HF-style <c>config.json</c> next to the model when present. Returns null with
+    /// <paramref name="whyNot"/> when the model has no KV-cache inputs.
+    /// </summary>
+    public static ArchitectureCard? FromModelIo(Model m, out string? whyNot)
+    {
+        var g = m.Graph;
+        var sources = new List<string>();
+        var pastKeys = g.Inputs.Where(v => !v.IsInitializer)
+            .Select(v => (v, match: PastKeyName().Match(v.Name))).Where(t => t.match.Success).Select(t => t.v).ToList();
+        if (pastKeys.Count == 0)
+        {
+            whyNot = $"{m.DisplayName}: no KV-cache inputs (past_key_values.N.key, past_key_N, key_cache.N), so it is not a decoder with a cache; architecture card and cost model skipped";
+            return null;
+        }
+        var pk = pastKeys[0];
+        var shape = pk.Type?.Shape;
+        int? kvHeads = null, headDim = null, staticLen = null;
+        int kvWidth;
+        if (shape is { Rank: 4 } && shape[1].Value is long h && shape[3].Value is long d)
+        {
+            kvHeads = (int)h; headDim = (int)d; kvWidth = (int)(h * d);
+            sources.Add($"kv_heads, head_dim: {pk.Name} {shape}");
+            if (shape[2].Value is long s) staticLen = (int)s;
+        }
+        else if (shape is { Rank: 3 } && shape[2].Value is long w)
+        {
+            kvWidth = (int)w;
+            if (shape[1].Value is long s) staticLen = (int)s;
+            sources.Add($"kv width (kv_heads*head_dim): {pk.Name} {shape}");
+        }
+        else
+        {
+            whyNot = $"{m.DisplayName}: KV-cache input {pk.Name} has shape {shape?.ToString() ?? "unknown"}; expected [batch, kv_heads, past, head_dim] or [batch, max_len, kv_heads*head_dim] with known sizes";
+            return null;
+        }
+
+        int? vocab = null;
+        var logits = g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs.FirstOrDefault();
+        if (logits?.Type?.Shape is { Rank: > 0 } ls && ls[ls.Rank - 1].Value is long vv) { vocab = (int)vv; sources.Add($"vocab: {logits.Name} last dim"); }
+
+        var inits = g.Initializers.Where(v => v.Const is not null).ToList();
+        long parameters = inits.Sum(v => v.Const!.ElementCount), bytes = inits.Sum(v => v.Const!.ByteLength);
+        var weightDtype = inits.Where(v => IsFloat(v.Const!.Element)).GroupBy(v => v.Const!.Element)
+            .OrderByDescending(gr => gr.Sum(v => v.Const!.ByteLength)).Select(gr => gr.Key.ShortName()).FirstOrDefault() ?? "?";
+
+        int? hidden = null;
+        long embParams = 0, embBytes = 0;
+        var ids = g.Inputs.FirstOrDefault(v => v.Name == "input_ids");
+        var embed = ids?.Uses.Where(u => u.Node.OpType == "Gather" && u.Index == 1).Select(u => u.Node.Input(0)).FirstOrDefault(v => v?.Const is { Dims.Length: 2 });
+        if (embed is not null)
+        {
+            hidden = (int)embed.Const!.Dims[1];
+            embParams = embed.Const.ElementCount; embBytes = embed.Const.ByteLength;
+            sources.Add($"hidden: embedding table {embed.Name} {embed.Const}");
+        }
+
+        var (theta, rotary, cosLen, ropeSource) = FindRope(m);
+        if (ropeSource is not null) sources.Add(ropeSource);
+
+        int? heads = null, trained = null;
+        var cfg = ReadConfig(m.SourcePath);
+        if (cfg is not null)
+        {
+            heads = Int(cfg.Value, "num_attention_heads", "n_heads", "n_head");
+            if (heads is not null) sources.Add("heads: config.json");
+            if (hidden is null && Int(cfg.Value, "hidden_size", "d_model", "n_embd") is int hs) { hidden = hs; sources.Add("hidden: config.json"); }
+            if (theta is null && Double(cfg.Value, "rope_theta") is double th) { theta = th; sources.Add("rope_theta: config.json"); }
+            trained = Int(cfg.Value, "trained_max_position", "original_max_position_embeddings", "max_position_embeddings");
+            if (trained is not null) sources.Add("trained_context: config.json");
+        }
+
+        whyNot = null;
+        return new ArchitectureCard(pastKeys.Count, hidden, heads, kvHeads, headDim, vocab, parameters, bytes, weightDtype, theta, rotary, trained)
+        {
+            KvWidth = kvWidth,
+            KvDtype = pk.Type?.Element.ShortName() ?? "?",
+            EmbeddingParameters = embParams,
+            EmbeddingBytes = embBytes,
+            CosCacheLength = cosLen,
+            StaticCacheLength = staticLen,
+            Sources = sources,
+        };
+    }
+
+    private static bool IsFloat(ElementType t) => t is ElementType.Float or ElementType.Float16 or ElementType.BFloat16 or ElementType.Double;
+
+    /// <summary>Looks for an inv_freq constant (geometric, starting at 1) or a cos cache initializer.</summary>
+    private static (double? Theta, int? Rotary, int? CosLen, string? Source) FindRope(Model m)
+    {
+        var candidates = m.Graph.Initializers.Select(v => (v.Name, T: v.Const!))
+            .Concat(m.Graph.Nodes.Where(n => n.OpType == "Constant" && n.Attribute("value") is { Kind: AttrKind.Tensor })
+                .Select(n => (n.Output().Name, T: n.Attribute("value")!.AsTensor())));
+        foreach (var (name, t) in candidates)
+        {
+            if (!IsFloat(t.Element) || t.Dims.Length == 0) continue;
+            int n = (int)t.Dims[^1];
+            if (n < 2 || t.ElementCount != n || n > 4096) continue;
+            var v = t.ToFloats();
+            if (Math.Abs(v[0] - 1f) > 1e-6 || !(v[1] < 1f && v[1] > 0f)) continue;
+            bool geometric = true;
+            for (int i = 1; i < n && geometric; i++)
+                geometric = v[i] > 0 && Math.Abs(Math.Log(v[i]) - i * Math.Log(v[1])) < 1e-3 * Math.Max(1, Math.Abs(i * Math.Log(v[1])));
+            if (!geometric) continue;
+            return (RoundSignificant(Math.Pow(v[1], -n), 5), 2 * n, null, $"rope: inv_freq constant {name} [{n}]");
+        }
+        foreach (var v in m.Graph.Initializers)
+        {
+            var t = v.Const!;
+            if (!IsFloat(t.Element) || t.Dims.Length != 2 || t.Dims[0] < 2 || t.Dims[1] < 2 || !v.Name.Contains("cos", StringComparison.OrdinalIgnoreCase)) continue;
+            int n = (int)t.Dims[1], rows = (int)t.Dims[0];
+            var cos = t.ToFloats();
+            var sinInit = m.Graph.Initializers.FirstOrDefault(s => s.Name == ReplaceCos(v.Name) && s.Const is { } st && st.Dims.SequenceEqual(t.Dims));
+            double inv1;
+            if (sinInit is not null)
+            {
+                // unwrap the phase of column 1 along the positions: phase(p) = p * inv_freq[1]; fit over all rows (fp16-robust)
+                var sin = sinInit.Const!.ToFloats();
+                double phase = 0, prev = 0;
+                for (int p = 1; p < rows; p++)
+                {
+                    double a = Math.Atan2(sin[p * n + 1], cos[p * n + 1]);
+                    double step = a - prev;
+                    step -= 2 * Math.PI * Math.Round(step / (2 * Math.PI));
+                    phase += step; prev = a;
+                }
+                inv1 = phase / (rows - 1);
+            }
+            else inv1 = Math.Acos(Math.Clamp(cos[n + 1], -1f, 1f));
+            double? theta = inv1 > 0 && inv1 < 1 ? RoundSignificant(Math.Pow(inv1, -n), 4) : null;
+            return (theta, 2 * n, rows, $"rope: cos cache {v.Name} {t}" + (sinInit is null ? "" : $" + {sinInit.Name}"));
+        }
+        return (null, null, null, null);
+    }
+
+    private static string ReplaceCos(string name) =>
+        name.Replace("cos", "sin", StringComparison.Ordinal).Replace("Cos", "Sin", StringComparison.Ordinal).Replace("COS", "SIN", StringComparison.Ordinal);
+
+    private static double RoundSignificant(double x, int digits)
+    {
+        if (x == 0 || double.IsNaN(x) || double.IsInfinity(x)) return x;
+        double scale = Math.Pow(10, Math.Floor(Math.Log10(Math.Abs(x))) + 1 - digits);
+        return Math.Round(x / scale) * scale;
+    }
+
+    private static JsonElement? ReadConfig(string? modelPath)
+    {
+        if (modelPath is null) return null;
+        var p = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".", "config.json");
+        if (!File.Exists(p)) return null;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(p));
+            return doc.RootElement.ValueKind == JsonValueKind.Object ? doc.RootElement.Clone() : null;
+        }
+        catch (JsonException) { return null; }
+    }
+
+    private static int? Int(JsonElement e, params string[] keys)
+    {
+        foreach (var k in keys)
+            if (e.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i)) return i;
+        return null;
+    }
+
+    private static double? Double(JsonElement e, params string[] keys)
+    {
+        foreach (var k in keys)
+            if (e.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number) return v.GetDouble();
+        return null;
+    }
+
+    public string ToText()
+    {
+        static string N(int? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "?";
+        var sb = new StringBuilder();
+        sb.Append("architecture\n");
+        sb.Append($"  layers {Layers}   hidden {N(Hidden)}   heads {N(Heads)}   kv heads {N(KvHeads)}   head_dim {N(HeadDim)}   vocab {N(Vocab)}\n");
+        sb.Append($"  parameters {Parameters:N0} ({Units.Bytes(ParameterBytes)} {WeightDtype}; embedding {EmbeddingParameters:N0})   kv cache {KvDtype}, {KvWidth} per layer per K/V\n");
+        sb.Append($"  rope theta {(RopeTheta is double t ? t.ToString("G6", CultureInfo.InvariantCulture) : "?")}   rotary dim {N(RotaryDim)}"
+            + (CosCacheLength is int c ? $"   cos cache {c} positions" : "")
+            + $"   trained context {N(TrainedContext)}"
+            + (StaticCacheLength is int s ? $"   static cache {s}" : "") + "\n");
+        foreach (var src in Sources) sb.Append($"    from {src}\n");
+        return sb.ToString();
+    }
+}
