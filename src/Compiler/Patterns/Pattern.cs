@@ -143,7 +143,9 @@ public sealed record OneOfPattern(ImmutableArray<Pattern> Alternatives) : Patter
         {
             var r = p.Match(v, b, depth);
             if (r.Ok) return r;
-            best = best is null ? r : MatchResult.Deeper(best, r);
+            best = best is null ? r
+                : best.Depth == r.Depth && best.At == r.At && best.Reason != r.Reason ? best with { Reason = best.Reason + "; or " + r.Reason }
+                : MatchResult.Deeper(best, r);
         }
         return best ?? MatchResult.Fail("no alternatives", v, depth);
     }
