@@ -17,6 +17,7 @@ internal static class InspectCommand
             var m = Cli.Load(pr.GetValue(model)!);
             var report = ModelInspector.Inspect(m);
             Console.Out.Write(pr.GetValue(json) ? JsonSerializer.Serialize(report, Cli.Json) + "\n" : report.ToText());
+            if (!pr.GetValue(json)) Console.Out.Write(LongCtx.Compiler.Analysis.AttentionReport.ToText(LongCtx.Compiler.Analysis.AttentionDiscovery.Discover(m)));
             return Cli.Ok;
         }));
         return cmd;
