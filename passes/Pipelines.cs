@@ -9,12 +9,15 @@ public static class Pipelines
     {
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
+        ["canonicalize-attention"] = () => new CanonicalizeAttention(),
     };
 
     /// <summary>The default pipeline: exact clean-ups only. Later method options append their passes.</summary>
     public static IReadOnlyList<PipelineStep> Default { get; } =
     [
         new("dce"),                 // first: later passes should not see dead branches
+        new("canonicalize-attention"), // before the second dce, which removes the replaced subgraphs
+        new("dce"),
         new("dedup-initializers"),
     ];
 

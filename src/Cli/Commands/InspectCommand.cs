@@ -27,11 +27,13 @@ internal static class InspectCommand
             var m = Cli.Load(file);
             var report = ModelInspector.Inspect(m);
             var manifest = ReadManifest(file);
+            var attention = AttentionDiscovery.Discover(m);
             var card = ArchitectureCard.FromModelIo(m, out var whyNoCard);
             var cost = card is null ? null : CostModel.Compute(card, costOptions);
             if (pr.GetValue(json))
             {
                 var node = JsonSerializer.SerializeToNode(report, Cli.Json)!.AsObject();
+                node["attention"] = JsonSerializer.SerializeToNode(attention, Cli.Json);
                 node["architecture"] = card is null ? null : JsonSerializer.SerializeToNode(card, Cli.Json);
                 node["cost"] = cost is null ? null : JsonSerializer.SerializeToNode(cost, Cli.Json);
                 if (whyNoCard is not null) node["architecture_note"] = whyNoCard;
@@ -39,7 +41,9 @@ internal static class InspectCommand
                 Console.Out.Write(node.ToJsonString(Cli.Json) + "\n");
                 return Cli.Ok;
             }
-            Console.Out.Write(report.ToText() + (card is null ? whyNoCard + "\n" : card.ToText() + cost!.ToText()));
+            Console.Out.Write(report.ToText());
+            Console.Out.Write(AttentionReport.ToText(attention));
+            Console.Out.Write(card is null ? whyNoCard + "\n" : card.ToText() + cost!.ToText());
             if (manifest is not null) Console.Out.Write(RenderManifest(manifest));
             return Cli.Ok;
         }));

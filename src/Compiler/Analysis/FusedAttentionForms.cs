@@ -1,0 +1,159 @@
+using LongCtx.Compiler.IR;
+using LongCtx.Compiler.Patterns;
+
+namespace LongCtx.Compiler.Analysis;
+
+/// <summary>
+/// Forms whose attention is already one operator: c) com.microsoft.GroupQueryAttention (the canonical form),
+/// b) com.microsoft.RotaryEmbedding + com.microsoft.MultiHeadAttention (onnxruntime-genai builder), and
+/// d) ONNX opset-23/24 Attention + RotaryEmbedding with Concat or TensorScatter caches. Recognition reads the op's
+/// attributes and its neighbours; nothing is rewritten here.
+/// </summary>
+public static class FusedAttentionForms
+{
+    public const string Gqa = "ms-gqa", MsMha = "ms-mha-rotary", OnnxAttention = "onnx-attention";
+
+    private static readonly Pattern MsRotary = P.MsOp("RotaryEmbedding", P.Any("x"), P.Any("positions"), P.Any("cos"), P.Any("sin")).NodeNamed("rot");
+    private static readonly Pattern OnnxRotary = P.Op("RotaryEmbedding", P.Any("x"), P.Any("cos"), P.Any("sin")).ExtraInputs().NodeNamed("rot");
+    private static readonly Pattern Scatter = P.Op("TensorScatter", P.Input("cache"), P.Any("fresh")).ExtraInputs().NodeNamed("scatter");
+
+    public static (AttentionBlock?, MatchResult) Match(Node n, int layer) => (n.Domain, n.OpType) switch
+    {
+        ("com.microsoft", "GroupQueryAttention") => MatchGqa(n, layer),
+        ("com.microsoft", "MultiHeadAttention") => MatchMha(n, layer),
+        ("", "Attention") => MatchOnnx(n, layer),
+        _ => (null, MatchResult.Fail($"no form for {n.QualifiedOp}", n.Outputs[0], 0)),
+    };
+
+    private static MatchResult Fail(Node n, string reason) => MatchResult.Fail(reason, n.Outputs[0], 1);
+
+    private static AttentionMatch Handles(Node n, Value? q, Value? k, Value? v, Value? pastK, Value? pastV, Value? presentK, Value? presentV, Value? positions, Value? cos, Value? sin, Value? mask)
+    {
+        var o = n.Output(0);
+        var oProj = o.Uses.Select(u => u.Node).FirstOrDefault(x => x.OpType == "MatMul" && x.Input(0) == o);
+        return new AttentionMatch(n, q, k, v, o, Weight(q), Weight(k), Weight(v), oProj?.Input(1) is { } w && Consts.IsConst(w) ? w : null,
+            pastK, pastV, presentK, presentV, positions, InvFreqFromCos(cos, sin), cos, sin, mask, [n]);
+    }
+
+    private static Value? Weight(Value? proj) =>
+        Noise.Skip(proj)?.Producer is { OpType: "MatMul" } mm && Consts.IsConst(mm.Input(1)) ? mm.Input(1) : null;
+
+    /// <summary>
+    /// inv_freq from cos/sin caches [maxPos, d/2] (or Gathers of them): row 1 holds (cos, sin)(inv_freq), so
+    /// inv_freq = atan2(sin[1], cos[1]) (atan2, not acos: small angles keep their precision).
+    /// </summary>
+    private static float[]? InvFreqFromCos(Value? cos, Value? sin)
+    {
+        var c = CosTensor(cos);
+        var s = CosTensor(sin);
+        if (c is not { Dims.Length: 2 } || c.Dims[0] < 2) return null;
+        int h = (int)c.Dims[1];
+        var cf = c.ToFloats();
+        var sf = s is { Dims.Length: 2 } && s.Dims[1] == h ? s.ToFloats() : null;
+        return Enumerable.Range(0, h).Select(i => (float)(sf is null ? Math.Acos(Math.Clamp(cf[h + i], -1f, 1f)) : Math.Atan2(sf[h + i], cf[h + i]))).ToArray();
+    }
+
+    internal static Tensor? CosTensor(Value? cos) =>
+        Consts.Of(cos) ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? Consts.Of(g.Input(0)) : null);
+
+    private static RopeInfo RopeFromCache(Value? cos, Value? sin, bool interleaved, long rotaryDimAttr)
+    {
+        var t = CosTensor(cos);
+        if (t is null) return new RopeInfo(true, null, (int)rotaryDimAttr, interleaved, null, "attribute");
+        var inv = InvFreqFromCos(cos, sin);
+        int dim = rotaryDimAttr > 0 ? (int)rotaryDimAttr : (int)t.Dims[^1] * 2;
+        return new RopeInfo(true, inv is null ? null : GraphFacts.ThetaFromInvFreq(inv), dim, interleaved, (int)t.Dims[0], "cos_cache");
+    }
+
+    private static int? LastDim(Value? v) => v?.Type?.Shape is { Rank: > 0 } s && s[s.Rank - 1].Value is long d ? (int)d : null;
+
+    private static string? OutName(Node n, int i) => i < n.Outputs.Count ? n.Outputs[i]?.Name : null;
+
+    private static (AttentionBlock?, MatchResult) MatchGqa(Node n, int layer)
+    {
+        int heads = (int)n.IntAttr("num_heads", 0), kv = (int)n.IntAttr("kv_num_heads", 0);
+        if (heads <= 0 || kv <= 0) return (null, Fail(n, "num_heads/kv_num_heads missing"));
+        bool packed = n.Input(1) is null;
+        int? headDim = LastDim(n.Input(3));
+        if (headDim is null && Consts.Of(Weight(n.Input(0))) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / (packed ? heads + 2 * kv : heads));
+        if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
+        double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
+        var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(n.Input(7), n.Input(8), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
+        int hidden = Consts.Of(Weight(n.Input(0))) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
+        var m = Handles(n, n.Input(0), n.Input(1), n.Input(2), n.Input(3), n.Input(4), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2),
+            n.Input(9), n.Input(7), n.Input(8), n.Input(5));
+        return (new AttentionBlock(layer, Gqa, heads, kv, headDim.Value, hidden, true, scale, rope,
+            n.Input(3)?.Name, n.Input(4)?.Name, OutName(n, 1), OutName(n, 2), "BHSD", n.Input(5) is { } sk ? GraphFacts.MaskInput(sk) : null, m), MatchResult.Success(Bindings.Empty, 1));
+    }
+
+    private static (AttentionBlock?, MatchResult) MatchMha(Node n, int layer)
+    {
+        int heads = (int)n.IntAttr("num_heads", 0);
+        if (heads <= 0) return (null, Fail(n, "num_heads missing"));
+        var q = MsRotary.Match(n.Input(0));
+        var k = MsRotary.Match(n.Input(1));
+        Value? qIn = n.Input(0), kIn = n.Input(1);
+        var rope = RopeInfo.None;
+        Value? positions = null, cos = null, sin = null;
+        if (q.Ok != k.Ok) return (null, q.Ok ? k : q);
+        if (q.Ok)
+        {
+            var rot = q.Bindings!.Node("rot");
+            cos = q.Bindings["cos"]; sin = q.Bindings["sin"]; positions = q.Bindings["positions"];
+            rope = RopeFromCache(cos, sin, rot.IntAttr("interleaved", 0) == 1, rot.IntAttr("rotary_embedding_dim", 0));
+            qIn = q.Bindings["x"]; kIn = k.Bindings!["x"];
+        }
+        int? headDim = LastDim(n.Input(6));
+        if (headDim is null && Consts.Of(Weight(qIn)) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / heads);
+        if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
+        double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
+        var mask = n.Input(5) ?? n.Input(4);
+        bool causal = n.IntAttr("unidirectional", 0) == 1 || (mask is not null && GraphFacts.AncestorOps(mask).Overlaps(["Trilu", "LessOrEqual", "Less", "Greater", "GreaterOrEqual", "Range"]));
+        int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
+        var m = Handles(n, qIn, kIn, n.Input(2), n.Input(6), n.Input(7), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2), positions, cos, sin, mask);
+        return (new AttentionBlock(layer, MsMha, heads, heads, headDim.Value, hidden, causal, scale, rope,
+            n.Input(6)?.Name, n.Input(7)?.Name, OutName(n, 1), OutName(n, 2), "BHSD", GraphFacts.MaskInput(mask), m), MatchResult.Success(Bindings.Empty, 1));
+    }
+
+    private static (AttentionBlock?, MatchResult) MatchOnnx(Node n, int layer)
+    {
+        int heads = (int)n.IntAttr("q_num_heads", 0), kv = (int)n.IntAttr("kv_num_heads", 0);
+        if (heads <= 0 || kv <= 0) return (null, Fail(n, "q_num_heads/kv_num_heads missing: 4-D inputs are not read yet"));
+        Value? kIn = n.Input(1), vIn = n.Input(2), pastK = n.Input(4), pastV = n.Input(5);
+        Value? presentK = n.Outputs.ElementAtOrDefault(1), presentV = n.Outputs.ElementAtOrDefault(2);
+        string layout = "BHSD";
+        var ks = Scatter.Match(kIn);
+        var vs = Scatter.Match(vIn);
+        if (ks.Ok && vs.Ok)
+        {
+            // static cache: K = TensorScatter(key_cache, k_new, write_indices) along the sequence axis of [B, maxS, Hkv*D]
+            pastK = ks.Bindings!["cache"]; pastV = vs.Bindings!["cache"];
+            presentK = kIn; presentV = vIn;
+            kIn = ks.Bindings["fresh"]; vIn = vs.Bindings["fresh"];
+            layout = "BSH-static";
+        }
+        var q = OnnxRotary.Match(n.Input(0));
+        var k = OnnxRotary.Match(kIn);
+        var rope = RopeInfo.None;
+        Value? qIn = n.Input(0), cos = null, sin = null, positions = null;
+        if (q.Ok != k.Ok) return (null, q.Ok ? k : q);
+        if (q.Ok)
+        {
+            var rot = q.Bindings!.Node("rot");
+            cos = q.Bindings["cos"]; sin = q.Bindings["sin"];
+            positions = rot.Input(3) ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? GraphFacts.AncestorInputs(g.Input(1)!).FirstOrDefault() : null);
+            rope = RopeFromCache(cos, sin, rot.IntAttr("interleaved", 0) == 1, rot.IntAttr("rotary_embedding_dim", 0));
+            qIn = q.Bindings["x"]; kIn = k.Bindings!["x"];
+        }
+        int? headDim = LastDim(pastK) is int kd ? (layout == "BHSD" ? kd : kd / kv) : null;
+        if (headDim is null && Consts.Of(Weight(qIn)) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / heads);
+        if (headDim is null) return (null, Fail(n, "cannot tell head_dim"));
+        double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
+        var mask = n.Input(3);
+        bool causal = n.IntAttr("is_causal", 0) == 1 || (mask is not null && GraphFacts.AncestorOps(mask).Overlaps(["Trilu", "LessOrEqual", "Less", "Greater", "GreaterOrEqual"]));
+        int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
+        var m = Handles(n, qIn, kIn, vIn, pastK, pastV, presentK, presentV, positions, cos, sin, mask);
+        return (new AttentionBlock(layer, OnnxAttention, heads, kv, headDim.Value, hidden, causal, scale, rope,
+            pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, layout, GraphFacts.MaskInput(mask ?? n.Input(6)), m), MatchResult.Success(Bindings.Empty, 1));
+    }
+}

@@ -1,0 +1,207 @@
+using LongCtx.Compiler.IR;
+using LongCtx.Compiler.Patterns;
+
+namespace LongCtx.Compiler.Analysis;
+
+/// <summary>
+/// Form a: attention as torch.onnx.export writes HF-style modules (Vaswani et al. 2017, softmax(QK^T/sqrt(d) + M) V),
+/// anchored on the Softmax:
+/// <code>
+///   q = Transpose(Reshape(x @ Wq), [0,2,1,3])          k, v likewise (Hkv heads)
+///   q' = q * cos + rotate_half(q) * sin                 rotate_half(x) = Concat(-x[..., d/2:], x[..., :d/2])
+///   K = Concat(past_key, k', axis=2) -> present.N.key   (cache, optional)
+///   K* = Reshape(Expand(Unsqueeze(K, 2)))               (repeat_kv when Hkv &lt; Hq, optional)
+///   o = Reshape(Transpose(Softmax((q' @ Transpose(K*)) / s + mask) @ V*, [0,2,1,3]))  -> o @ Wo
+/// </code>
+/// cos/sin = Cos/Sin(Concat(f, f)) with f = positions * inv_freq, or rows of a constant cos cache gathered by position.
+/// </summary>
+public static class TorchAttentionForm
+{
+    public const string Name = "torch-matmul-softmax";
+
+    private static Pattern Projection(string proj, string weight) =>
+        P.OneOf(
+            P.Op("Add", P.Op("MatMul", P.Any(proj + "_x"), P.Any(weight)), P.Const()).Commutative().Named(proj),
+            P.Op("MatMul", P.Any(proj + "_x"), P.Any(weight)).Named(proj));
+
+    /// <summary>[B,S,H*D] -> [B,H,S,D].</summary>
+    private static OpPattern Heads(string prefix) =>
+        P.Op("Transpose", P.Op("Reshape", Projection(prefix + "_proj", prefix + "_w"), P.Any(prefix + "_shape")).ExtraInputs())
+            .Attr("perm", [0L, 2, 1, 3]).Named(prefix + "_heads");
+
+    private static OpPattern RotateHalf(string x) =>
+        P.Op("Concat",
+            P.Op("Neg", P.Op("Slice", P.Any(x)).ExtraInputs().Named(x + "_hi")),
+            P.Op("Slice", P.Any(x)).ExtraInputs().Named(x + "_lo"))
+         .Attr("axis", a => a is { Kind: AttrKind.Int } && a.AsInt() is -1 or 3, "-1");
+
+    /// <summary>x * cos + rotate_half(x) * sin; cos and sin captured (shared by all layers).</summary>
+    private static Pattern Rope(Pattern x, string name) =>
+        P.Op("Add",
+            P.Op("Mul", x, P.Any("cos")).Commutative(),
+            P.Op("Mul", RotateHalf(name), P.Any("sin")).Commutative()).Commutative().Named(name + "_rope");
+
+    private static OpPattern RepeatKv(Pattern kv) =>
+        P.Op("Reshape", P.Op("Expand", P.Op("Unsqueeze", kv, P.Const(null, t => t.ElementCount == 1 && t.ToInt64s()[0] == 2, "axis 2"))).ExtraInputs()).ExtraInputs();
+
+    /// <summary>Softmax anchored pattern; k/v chains are matched separately from the captured present values.</summary>
+    private static readonly Pattern Core =
+        P.Op("MatMul",
+            P.Opt("Cast", P.Op("Softmax",
+                P.Opt("Cast", P.Opt(P.Op("Add", P.Any("scaled"), P.Any("mask")).Commutative().Named("masked"), P.Any("scaled"))))
+             .Attr("axis", a => a is null || a.AsInt() is -1 or 3, "-1").Named("probs", "softmax")),
+            P.Opt(RepeatKv(P.Any("v_all")), P.Any("v_all")))
+        .Named("attn");
+
+    private static readonly Pattern Scores =
+        P.Op("MatMul", P.Any("q_in"),
+            P.Op("Transpose", P.Opt(RepeatKv(P.Any("k_all")), P.Any("k_all")))
+             .Attr("perm", [0L, 1, 3, 2]))
+        .Named("scores");
+
+    private static readonly Pattern Query = P.OneOf(Rope(Heads("q"), "q_heads"), Heads("q"));
+    private static readonly Pattern KeyFresh = P.OneOf(Rope(Heads("k"), "k_heads"), Heads("k"));
+    private static readonly Pattern ValueFresh = Heads("v");
+    private static readonly Pattern Merge = P.Op("Reshape", P.Op("Transpose", P.Any("attn")).Attr("perm", [0L, 2, 1, 3])).ExtraInputs().Named("merged");
+
+    private static readonly Pattern Freqs =
+        P.Op("Mul", P.Opt("Cast", P.Opt("Unsqueeze", P.Opt("Cast", P.Any("positions")))), P.Const("inv_freq")).Commutative();
+    private static readonly Pattern CosFromFreqs =
+        P.Opt("Unsqueeze", P.Opt("Cast", P.Op("Cos", P.Op("Concat", P.Opt("Cast", Freqs), P.Any()))));
+    private static readonly Pattern CosFromCache =
+        P.Opt("Unsqueeze", P.Opt("Cast", P.Op("Gather", P.Const("cos_cache"), P.Any("positions"))));
+
+    /// <summary>Tries form a at <paramref name="softmax"/>. Failures say where the pattern stopped.</summary>
+    public static (AttentionBlock? Block, MatchResult Failure) Match(Node softmax, int layer)
+    {
+        var attnValue = softmax.Output().Uses.Select(u => u.Node).FirstOrDefault(n => n.OpType == "MatMul")?.Output()
+            ?? softmax.Output().Uses.Select(u => u.Node).FirstOrDefault(n => n.OpType == "Cast")?.Output().Uses.Select(u => u.Node).FirstOrDefault(n => n.OpType == "MatMul")?.Output();
+        if (attnValue is null) return (null, MatchResult.Fail("Softmax output does not feed a MatMul with V", softmax.Output(), 0));
+        var core = Core.Match(attnValue);
+        if (!core.Ok) return (null, core);
+        var b = core.Bindings!;
+
+        // scale: Div by c, Mul by c, or none
+        var scaledV = b["scaled"];
+        double scale = 1.0;
+        Value scoresV = scaledV;
+        if (Noise.Skip(scaledV)?.Producer is { OpType: "Div" or "Mul" } sp && sp.Inputs.Count == 2)
+        {
+            int ci = Consts.Scalar(sp.Input(1)) is not null ? 1 : sp.OpType == "Mul" && Consts.Scalar(sp.Input(0)) is not null ? 0 : -1;
+            if (ci < 0) return (null, MatchResult.Fail("attention scale is not a constant", scaledV, 3));
+            double c = Consts.Scalar(sp.Input(ci))!.Value;
+            scale = sp.OpType == "Div" ? 1.0 / c : c;
+            scoresV = sp.Input(1 - ci)!;
+        }
+        var sc = Scores.Match(scoresV, b, 3);
+        if (!sc.Ok) return (null, sc);
+        b = sc.Bindings!;
+        var q = Query.Match(b["q_in"], b, 4);
+        if (!q.Ok) return (null, q);
+        b = q.Bindings!;
+
+        // keys: present = Concat(past, fresh) or fresh
+        var kAll = b["k_all"];
+        Value? pastK = null, presentK = null;
+        Value kFresh = kAll;
+        if (Noise.Skip(kAll)?.Producer is { OpType: "Concat" } kc && kc.Inputs.Count == 2 && kc.Input(0)!.IsGraphInput)
+        {
+            pastK = kc.Input(0); presentK = kAll; kFresh = kc.Input(1)!;
+        }
+        var kr = KeyFresh.Match(kFresh, b, 5);
+        if (!kr.Ok) return (null, kr);
+        b = kr.Bindings!;
+        var vAll = b["v_all"];
+        Value? pastV = null, presentV = null;
+        Value vFresh = vAll;
+        if (Noise.Skip(vAll)?.Producer is { OpType: "Concat" } vc && vc.Inputs.Count == 2 && vc.Input(0)!.IsGraphInput)
+        {
+            pastV = vc.Input(0); presentV = vAll; vFresh = vc.Input(1)!;
+        }
+        var vr = ValueFresh.Match(vFresh, b, 5);
+        if (!vr.Ok) return (null, vr);
+        b = vr.Bindings!;
+        if ((pastK is null) != (pastV is null)) return (null, MatchResult.Fail("key and value caches disagree", kAll, 5));
+
+        // head merge and output projection
+        var merged = b["attn"].Uses.Select(u => u.Node).Where(n => n.OpType == "Transpose").SelectMany(t => t.Output().Uses).Select(u => u.Node).FirstOrDefault(n => n.OpType == "Reshape")?.Output();
+        var mr = Merge.Match(merged, b, 6);
+        if (!mr.Ok) return (null, mr with { Reason = "attention output is not merged back to [B,S,H*D]: " + mr.Reason, At = mr.At ?? b["attn"] });
+        b = mr.Bindings!;
+        var output = b["merged"];
+        var oProj = output.Uses.Select(u => u.Node).FirstOrDefault(n => n.OpType == "MatMul" && n.Inputs.Count == 2 && n.Input(0) == output);
+        var oWeight = oProj?.Input(1) is { } ow && Consts.IsConst(ow) ? ow : null;
+
+        // heads and head_dim
+        var qShape = GraphFacts.ShapeElements(b["q_shape"]);
+        var kShape = GraphFacts.ShapeElements(b["k_shape"]);
+        if (qShape is not { Length: 4 } || qShape[3] is not long headDim || headDim <= 0)
+            return (null, MatchResult.Fail("cannot read head_dim from the query reshape", b["q_shape"], 6));
+        var qW = Consts.Of(b["q_w"]); var kW = Consts.Of(b["k_w"]);
+        long? qCols = qW is { Dims.Length: 2 } ? qW.Dims[1] : null, kCols = kW is { Dims.Length: 2 } ? kW.Dims[1] : null;
+        long numHeads = qShape[2] is long qh and > 0 ? qh : qCols is long qc ? qc / headDim : -1;
+        long kvHeads = kShape is { Length: 4 } && kShape[2] is long kh and > 0 ? kh : kCols is long kcols ? kcols / headDim : -1;
+        if (numHeads <= 0 || kvHeads <= 0) return (null, MatchResult.Fail("cannot read the number of heads from reshapes or weights", b["q_shape"], 6));
+        if (numHeads % kvHeads != 0) return (null, MatchResult.Fail($"{numHeads} query heads are not a multiple of {kvHeads} kv heads", b["k_shape"], 6));
+        int hidden = qW is { Dims.Length: 2 } ? (int)qW.Dims[0] : (int)(numHeads * headDim);
+
+        // RoPE
+        var rope = RopeInfo.None;
+        Value? positions = null;
+        float[]? invFreq = null;
+        Value? cosCache = null;
+        bool qRope = b.Has("q_heads_rope"), kRope = b.Has("k_heads_rope");
+        if (qRope != kRope) return (null, MatchResult.Fail("RoPE applied to only one of q and k", b["q_in"], 6));
+        if (qRope)
+        {
+            var cosV = b["cos"];
+            var f = CosFromFreqs.Match(cosV, b, 7);
+            if (f.Ok)
+            {
+                invFreq = Consts.Floats(f.Bindings!["inv_freq"]);
+                positions = GraphFacts.AncestorInputs(f.Bindings!["positions"]).FirstOrDefault();
+                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), (invFreq?.Length ?? 0) * 2, false, null, "inv_freq");
+            }
+            else if (CosFromCache.Match(cosV, b, 7) is { Ok: true } cc)
+            {
+                cosCache = cc.Bindings!["cos_cache"];
+                var t = Consts.Of(cosCache)!;
+                var rows = t.ToFloats();
+                int cols = (int)t.Dims[^1];
+                // cos(1 * inv_freq[i]) is row 1; the cache holds Concat(f, f), so the first half is the frequencies.
+                invFreq = t.Dims[0] > 1 ? Enumerable.Range(0, cols / 2).Select(i => (float)Math.Acos(Math.Clamp(rows[cols + i], -1f, 1f))).ToArray() : null;
+                positions = GraphFacts.AncestorInputs(cc.Bindings!["positions"]).FirstOrDefault();
+                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), cols, false, (int)t.Dims[0], "cos_cache");
+            }
+            else return (null, f with { Reason = "RoPE cos is neither Cos(positions * inv_freq) nor a gathered cos cache: " + f.Reason });
+            if (rope.RotaryDim != headDim)
+                return (null, MatchResult.Fail($"rotary dim {rope.RotaryDim} differs from head_dim {headDim} without a partial-rotary split", cosV, 7));
+        }
+
+        var mask = b.Get("mask");
+        bool causal = mask is not null && GraphFacts.AncestorOps(mask).Overlaps(["Trilu", "LessOrEqual", "Less", "Greater", "GreaterOrEqual"]);
+        var nodes = CollectBetween(output, [b["q_proj"], b["k_proj"], b["v_proj"], b["q_proj_x"], b["k_proj_x"], b["v_proj_x"], .. new[] { pastK, pastV, mask, b.Get("cos"), b.Get("sin") }.OfType<Value>()]);
+        var match = new AttentionMatch(softmax, b["q_proj"], b["k_proj"], b["v_proj"], output,
+            Consts.IsConst(b["q_w"]) ? b["q_w"] : null, Consts.IsConst(b["k_w"]) ? b["k_w"] : null, Consts.IsConst(b["v_w"]) ? b["v_w"] : null, oWeight,
+            pastK, pastV, presentK, presentV, positions, invFreq, cosCache, null, mask, nodes);
+        var block = new AttentionBlock(layer, Name, (int)numHeads, (int)kvHeads, (int)headDim, hidden, causal, scale, rope,
+            pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, "BHSD", GraphFacts.MaskInput(mask), match);
+        return (block, MatchResult.Success(b, 8));
+    }
+
+    /// <summary>Nodes on paths from the <paramref name="stops"/> to <paramref name="output"/> (exclusive of the stops' producers).</summary>
+    private static List<Node> CollectBetween(Value output, IEnumerable<Value> stops)
+    {
+        var stop = stops.ToHashSet();
+        var seen = new HashSet<Node>();
+        var stack = new Stack<Value>([output]);
+        while (stack.Count > 0)
+        {
+            var v = stack.Pop();
+            if (stop.Contains(v) || v.Producer is not { } p || !seen.Add(p)) continue;
+            foreach (var i in p.Inputs) if (i is not null) stack.Push(i);
+        }
+        var g = output.Graph;
+        return g.Nodes.Where(seen.Contains).ToList();
+    }
+}
