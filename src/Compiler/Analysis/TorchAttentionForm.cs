@@ -18,6 +18,7 @@ namespace LongCtx.Compiler.Analysis;
 public static class TorchAttentionForm
 {
     public const string Name = "torch-matmul-softmax";
+    public const string EncoderName = "bert-encoder";
 
     private static Pattern Projection(string proj, string weight) =>
         P.OneOf(
@@ -184,7 +185,9 @@ public static class TorchAttentionForm
         var match = new AttentionMatch(softmax, b["q_proj"], b["k_proj"], b["v_proj"], output,
             Consts.IsConst(b["q_w"]) ? b["q_w"] : null, Consts.IsConst(b["k_w"]) ? b["k_w"] : null, Consts.IsConst(b["v_w"]) ? b["v_w"] : null, oWeight,
             pastK, pastV, presentK, presentV, positions, invFreq, cosCache, null, mask, nodes);
-        var block = new AttentionBlock(layer, Name, (int)numHeads, (int)kvHeads, (int)headDim, hidden, causal, scale, rope,
+        // an encoder: no cache, no causal mask (BERT-style self-attention, Devlin et al. 2019)
+        string form = pastK is null && !causal ? EncoderName : Name;
+        var block = new AttentionBlock(layer, form, (int)numHeads, (int)kvHeads, (int)headDim, hidden, causal, scale, rope,
             pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, "BHSD", GraphFacts.MaskInput(mask), match);
         return (block, MatchResult.Success(b, 8));
     }
