@@ -2,10 +2,16 @@ using LongCtx.Compiler.IR;
 
 namespace LongCtx.Models;
 
-/// <summary>Builder registry: form name -> builder (names used by tests and <c>lcc</c> tooling).</summary>
+/// <summary>
+/// Builder registry: form name -> builder. torch = <see cref="TorchStyleDecoder"/> (issue form a); gqa* =
+/// <see cref="GqaDecoder"/> (c); mha = <see cref="GenaiMhaDecoder"/> (b); opset24 / opset24-static =
+/// <see cref="Opset24Decoder"/> with a Concat or TensorScatter cache (d, static cache length = MaxPositions);
+/// bert = <see cref="BertEncoder"/> (e). All decoders draw the same <see cref="DecoderWeights"/> for a config, so
+/// they compute the same function (except gqa-norope, which has no RoPE).
+/// </summary>
 public static class Builders
 {
-    public static IReadOnlyList<string> Forms { get; } = ["torch", "gqa", "gqa-separate-rope", "gqa-norope", "mha", "opset24", "bert"];
+    public static IReadOnlyList<string> Forms { get; } = ["torch", "gqa", "gqa-separate-rope", "gqa-norope", "mha", "opset24", "opset24-static", "bert"];
 
     public static Model Build(string form, DecoderConfig c) => form switch
     {
@@ -15,6 +21,7 @@ public static class Builders
         "gqa-norope" => GqaDecoder.Build(c, GqaRope.None),
         "mha" => GenaiMhaDecoder.Build(c),
         "opset24" => Opset24Decoder.Build(c),
+        "opset24-static" => Opset24Decoder.BuildStaticCache(c, c.MaxPositions),
         "bert" => BertEncoder.Build(c),
         _ => throw new ArgumentException($"unknown decoder form '{form}'; known: {string.Join(", ", Forms)}"),
     };

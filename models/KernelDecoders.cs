@@ -46,6 +46,15 @@ public static class Opset24Decoder
 {
     public const long Opset = 24;
     public static Model Build(DecoderConfig c) => KernelDecoderCore.Build(c, KernelDecoderCore.Kind.Onnx, GqaRope.Separate);
+
+    /// <summary>
+    /// The static-cache variant, I/O as in the fixture: input_ids, position_ids [B,S], key_cache.N / value_cache.N
+    /// [B, cacheLength, kvH*D], write_indices [B] (where this chunk is written), nonpad_kv_seqlen [B] (valid cache length
+    /// after the write) -> logits, updated_key_cache.N, updated_value_cache.N. The cache is updated in place by
+    /// <c>TensorScatter</c> (axis 1) and read whole by <c>Attention</c> with an additive mask: key j is visible to query i
+    /// when j &lt;= write_index + i and j &lt; nonpad_kv_seqlen.
+    /// </summary>
+    public static Model BuildStaticCache(DecoderConfig c, int cacheLength) => KernelDecoderCore.BuildStatic(c, cacheLength);
 }
 
 internal static class KernelDecoderCore
@@ -149,6 +158,74 @@ internal static class KernelDecoderCore
         {
             b.Output(pk, el, "batch_size", c.KvHeads, "total_sequence_length", c.HeadDim);
             b.Output(pv, el, "batch_size", c.KvHeads, "total_sequence_length", c.HeadDim);
+        }
+        Verifier.Verify(b.Model);
+        return b.Model;
+    }
+
+    public static Model BuildStatic(DecoderConfig c, int cacheLength)
+    {
+        c.Validate();
+        if (cacheLength < 1) throw new ArgumentException($"decoder config: static cache length must be >= 1, got {cacheLength}");
+        var b = new GraphBuilder("mobius_graph", Opset24Decoder.Opset, c.Dtype);
+        var el = b.Elem;
+        var wts = DecoderWeights.Draw(c);
+        var inputIds = b.Input("input_ids", ElementType.Int64, "batch", "sequence_len");
+        var posIds = b.Input("position_ids", ElementType.Int64, "batch", "sequence_len");
+        var caches = new (Value K, Value V)[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+            caches[l] = (b.Input($"key_cache.{l}", el, "batch", cacheLength, c.KvWidth), b.Input($"value_cache.{l}", el, "batch", cacheLength, c.KvWidth));
+        var writeIdx = b.Input("write_indices", ElementType.Int64, "batch");
+        var nonpad = b.Input("nonpad_kv_seqlen", ElementType.Int64, "batch");
+        var (cs, sn) = c.RopeCaches();
+        var cosCache = b.Init("model.rotary_emb.cos_cache", cs, c.MaxPositions, c.Rotary / 2);
+        var sinCache = b.Init("model.rotary_emb.sin_cache", sn, c.MaxPositions, c.Rotary / 2);
+
+        const string s = "model";
+        var seq = b.T(s, "Squeeze", [b.T(s, "Shape", [inputIds], [GraphBuilder.Int("start", 1), GraphBuilder.Int("end", 2)]), b.InitI64("sq_axes", [0], 1)]);
+        var zero = b.InitI64("c_zero", [0]); var one = b.InitI64("c_one", [1]);
+        var qPos = b.T(s, "Add", [b.T(s, "Unsqueeze", [writeIdx, b.InitI64("ax1", [1], 1)]), b.T(s, "Unsqueeze", [b.T(s, "Range", [zero, seq, one]), b.InitI64("ax0", [0], 1)])]);
+        var kPos = b.T(s, "Range", [zero, b.InitI64("c_cache_len", [cacheLength]), one]);
+        var causal = b.T(s, "GreaterOrEqual", [b.T(s, "Unsqueeze", [qPos, b.InitI64("ax2", [2], 1)]), kPos]);
+        var valid = b.T(s, "Unsqueeze", [b.T(s, "Less", [kPos, b.T(s, "Unsqueeze", [nonpad, b.InitI64("ax1b", [1], 1)])]), b.InitI64("ax1c", [1], 1)]);
+        float min = c.Dtype == ModelDtype.Float16 ? -65504f : float.MinValue;
+        var mask = b.T(s, "Unsqueeze", [b.T(s, "Where", [b.T(s, "And", [causal, valid]), b.Init("c_zero_f", [0f]), b.Init("c_min_f", [min])]), b.InitI64("ax1d", [1], 1)]);
+
+        var x = b.T("model/embed_tokens", "Gather", [b.Init("model.embed_tokens.weight", wts.Embed, c.Vocab, c.Hidden), inputIds]);
+        Value? delta = null;
+        var updated = new List<(Value K, Value V)>();
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var lw = wts.Layers[l];
+            string ls = $"model/layers.{l}", a = $"{ls}/self_attn";
+            Value h;
+            (h, x) = Norm(b, c, Kind.Onnx, $"{ls}/input_layernorm", x, delta, b.Init($"model.layers.{l}.input_layernorm.weight", lw.InputNorm, c.Hidden));
+            var q = b.T($"{a}/q_proj", "MatMul", [h, b.Init($"model.layers.{l}.self_attn.q_proj.weight_t", lw.Q, c.Hidden, c.QueryWidth)]);
+            var k = b.T($"{a}/k_proj", "MatMul", [h, b.Init($"model.layers.{l}.self_attn.k_proj.weight_t", lw.K, c.Hidden, c.KvWidth)]);
+            var v = b.T($"{a}/v_proj", "MatMul", [h, b.Init($"model.layers.{l}.self_attn.v_proj.weight_t", lw.V, c.Hidden, c.KvWidth)]);
+            q = Rotary(b, c, Kind.Onnx, a, q, c.Heads, posIds, cosCache, sinCache);
+            k = Rotary(b, c, Kind.Onnx, a, k, c.KvHeads, posIds, cosCache, sinCache);
+            var uk = b.T(a, "TensorScatter", [caches[l].K, k, writeIdx], [GraphBuilder.Int("axis", 1)], output: $"updated_key_cache.{l}");
+            var uv = b.T(a, "TensorScatter", [caches[l].V, v, writeIdx], [GraphBuilder.Int("axis", 1)], output: $"updated_value_cache.{l}");
+            updated.Add((uk, uv));
+            var attn = b.TN(a, "Attention", [q, uk, uv, mask, null, null, nonpad], [$"/{a}/Attention/output_0"],
+                [GraphBuilder.Int("q_num_heads", c.Heads), GraphBuilder.Int("kv_num_heads", c.KvHeads), GraphBuilder.Float("scale", 1f / MathF.Sqrt(c.HeadDim)), GraphBuilder.Int("is_causal", 0)])[0]!;
+            var o = b.T($"{a}/o_proj", "MatMul", [attn, b.Init($"model.layers.{l}.self_attn.o_proj.weight_t", lw.O, c.QueryWidth, c.Hidden)]);
+            Value h2;
+            (h2, x) = Norm(b, c, Kind.Onnx, $"{ls}/post_attention_layernorm", x, o, b.Init($"model.layers.{l}.post_attention_layernorm.weight", lw.PostNorm, c.Hidden));
+            string mlp = $"{ls}/mlp";
+            var gate = b.T($"{mlp}/gate_proj", "MatMul", [h2, b.Init($"model.layers.{l}.mlp.gate_proj.weight_t", lw.Gate, c.Hidden, c.Mlp)]);
+            var up = b.T($"{mlp}/up_proj", "MatMul", [h2, b.Init($"model.layers.{l}.mlp.up_proj.weight_t", lw.Up, c.Hidden, c.Mlp)]);
+            var act = b.T(mlp, "Mul", [gate, b.T(mlp, "Sigmoid", [gate])]);
+            delta = b.T($"{mlp}/down_proj", "MatMul", [b.T(mlp, "Mul", [act, up]), b.Init($"model.layers.{l}.mlp.down_proj.weight_t", lw.Down, c.Mlp, c.Hidden)]);
+        }
+        var (hn, _) = Norm(b, c, Kind.Onnx, "model/norm", x, delta, b.Init("model.norm.weight", wts.FinalNorm, c.Hidden));
+        var logits = b.T("lm_head", "MatMul", [hn, b.Init("lm_head.weight_t", wts.LmHead, c.Hidden, c.Vocab)], output: "logits");
+        b.Output(logits, el, "batch", "sequence_len", c.Vocab);
+        foreach (var (uk, uv) in updated)
+        {
+            b.Output(uk, el, "batch", cacheLength, c.KvWidth);
+            b.Output(uv, el, "batch", cacheLength, c.KvWidth);
         }
         Verifier.Verify(b.Model);
         return b.Model;

@@ -100,4 +100,17 @@ public sealed class BuilderTests
     [Test]
     public void Gqa_fused_rope_rejects_unsupported_rotary_dim() =>
         Assert.That(() => GqaDecoder.Build(Base with { RotaryDim = 8 }), Throws.ArgumentException.With.Message.Contains("multiple of 8"));
+
+    [Test]
+    public void Every_registered_form_builds_and_verifies()
+    {
+        foreach (var form in Builders.Forms)
+        {
+            var cfg = form == "mha" ? Base with { KvHeads = Base.Heads } : Base;
+            var m = Builders.Build(form, cfg);
+            Assert.That(m.Graph.Nodes.Count, Is.GreaterThan(10), form);
+            Assert.DoesNotThrow(() => LongCtx.Compiler.IR.Verifier.Verify(OnnxReader.FromBytes(OnnxWriter.ToBytes(m))), form);
+        }
+        Assert.That(() => Builders.Build("nope", Base), Throws.ArgumentException.With.Message.Contains("unknown decoder form"));
+    }
 }
