@@ -54,6 +54,7 @@ public static class RopeLocator
             var vals = t.ToFloats();
             var why = FitTheta(vals, out double theta);
             if (why is not null) { rejected.Add($"{n.OpType} '{n.Name}': {why}"); continue; }
+            theta = Snap(theta);
             if (!byConst.TryGetValue(f.v, out var e))
                 byConst[f.v] = e = (f.v, f.v.Producer is { OpType: "Constant" } p ? p : null, f.use, [], [], vals, theta, et);
             (n.OpType == "Cos" ? e.cos : e.sin).Add(n);
