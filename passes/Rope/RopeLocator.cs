@@ -54,7 +54,7 @@ public static class RopeLocator
             var vals = t.ToFloats();
             var why = FitTheta(vals, out double theta);
             if (why is not null) { rejected.Add($"{n.OpType} '{n.Name}': {why}"); continue; }
-            theta = Snap(theta);
+            theta = Snap(theta, 1e-5);
             if (!byConst.TryGetValue(f.v, out var e))
                 byConst[f.v] = e = (f.v, f.v.Producer is { OpType: "Constant" } p ? p : null, f.use, [], [], vals, theta, et);
             (n.OpType == "Cos" ? e.cos : e.sin).Add(n);
@@ -102,7 +102,7 @@ public static class RopeLocator
             for (int i = 0; i < half; i++) inv[i] = (float)Math.Atan2(s[half + i], c[half + i]);
             var why = FitTheta(inv, out double theta, tolerance: ct.Element == ElementType.Float ? 1e-3 : 2e-2);
             if (why is not null) { rejected.Add($"cache '{cv.Name}': {why}"); continue; }
-            theta = Snap(theta);
+            theta = Snap(theta, ct.Element == ElementType.Float ? 1e-4 : 2e-3);
             sites.Add(new CacheSite($"cos/sin caches '{cv.Name}', '{sv.Name}' -> {string.Join(", ", users.Select(u => u.Name))}", theta, 2 * half, ct.Element, cv, sv, users, (int)ct.Dims[0]));
         }
         return new RopeSearch(sites, checkedNodes, rejected);
@@ -137,13 +137,14 @@ public static class RopeLocator
 
     /// <summary>
     /// Caches store cos/sin, not the frequencies, so the fitted base carries the table's rounding (fp16: ~1e-3); bases are
-    /// round numbers in practice (1e4, 5e5, 1e6), so a fit within 1% of a 2-significant-digit value is snapped to it.
+    /// round numbers in practice (1e4, 5e5, 1e6), so a fit within <paramref name="relTol"/> of a 2-significant-digit
+    /// value is snapped to it (exported fp32 inv_freq: 1e-5; fp32 caches 1e-4; fp16 caches 2e-3).
     /// </summary>
-    public static double Snap(double theta)
+    public static double Snap(double theta, double relTol)
     {
         double mag = Math.Pow(10, Math.Floor(Math.Log10(theta)) - 1);
         double r = Math.Round(theta / mag) * mag;
-        return Math.Abs(r - theta) <= 0.01 * theta ? r : theta;
+        return Math.Abs(r - theta) <= relTol * theta ? r : theta;
     }
 
     /// <summary>
