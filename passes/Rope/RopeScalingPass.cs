@@ -73,7 +73,9 @@ public abstract class RopeScalingPass : IPass
         {
             double theta = ReadDouble(ctx, "theta") ?? site.Theta;
             var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx);
-            var tables = Compute(p);
+            RopeTables tables;
+            try { tables = Compute(p); }
+            catch (ArgumentException e) { throw new ArgumentException($"{model.DisplayName}: {site.Where}: {e.Message}", e); }
             switch (site)
             {
                 case InvFreqSite f: RewriteInvFreq(model, f, p, tables, ctx); break;
