@@ -10,6 +10,14 @@ public static class Pipelines
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
+        ["rope-linear"] = () => new Rope.LinearRope(),
+        ["rope-ntk"] = () => new Rope.NtkRope(),
+        ["rope-dynamic-ntk"] = () => new Rope.DynamicNtkRope(),
+        ["rope-yarn"] = () => new Rope.YarnRope(),
+        ["rope-longrope"] = () => new Rope.LongRope(),
+        ["rope-llama3"] = () => new Rope.Llama3Rope(),
+        ["rope-giraffe-truncate"] = () => new Rope.GiraffeTruncateRope(),
+        ["rope-giraffe-power"] = () => new Rope.GiraffePowerRope(),
     };
 
     /// <summary>The default pipeline: exact clean-ups only. Later method options append their passes.</summary>

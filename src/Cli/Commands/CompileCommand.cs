@@ -20,9 +20,10 @@ internal static class CompileCommand
         var threshold = new Option<long>("--external-threshold") { Description = "initializers of at least this many bytes go to model.onnx.data", DefaultValueFactory = _ => 1024 };
         var cmd = new Command("compile", "Compile a model: run the pass pipeline, verify, write OUTDIR/model.onnx (+ .data) and OUTDIR/longctx.json")
         { model, output, force, listPasses, verify, trace, stepLimit, threshold };
+        RopeOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
-            var steps = Pipelines.Default;
+            IReadOnlyList<PipelineStep> steps = [.. Pipelines.Default, .. RopeOptions.Steps(pr)];
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");

@@ -1,0 +1,13 @@
+namespace LongCtx.Passes.Rope;
+
+/// <summary>
+/// <c>--rope giraffe-power</c>: Giraffe's power scaling (Pal et al. 2023, arXiv 2308.10882, sec. 3.2; abacusai/Long-Context
+/// <c>scale_power</c>): theta_i' = theta_i / s_lin * (1 - 2i/d)^k — high frequencies barely move, low ones shrink.
+/// Options: <c>power</c> = k (default 1; 0 is the identity), <c>scale</c> (linear scale s_lin, default 1).
+/// </summary>
+public sealed class GiraffePowerRope : RopeScalingPass
+{
+    public override string Name => "rope-giraffe-power";
+    public override string Description => "Giraffe power-scaled RoPE basis (Pal et al. 2023): theta_i (1 - 2i/d)^k";
+    protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.GiraffePower(p.Theta, p.RotaryDim, p.Num("power", 1), p.Num("scale", 1));
+}

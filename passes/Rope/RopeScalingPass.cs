@@ -1,0 +1,229 @@
+using System.Globalization;
+using System.Text.Json;
+using LongCtx.Compiler;
+using LongCtx.Compiler.IR;
+using LongCtx.Compiler.Passes;
+
+namespace LongCtx.Passes.Rope;
+
+/// <summary>What a method gets to compute its tables: the recovered rotary parameters and the options.</summary>
+public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, double TrainedContext, double Context, PassContext Ctx)
+{
+    public double Num(string name, double dflt)
+    {
+        var s = Ctx.Option(name, "");
+        if (s.Length == 0) return dflt;
+        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v
+            : throw new ArgumentException($"rope option {name}={s} is not a number");
+    }
+    public double? OptNum(string name) => Ctx.Option(name, "").Length == 0 ? null : Num(name, 0);
+}
+
+/// <summary>
+/// Shared driver of the RoPE context-extension passes (one subclass per method, each in its own file, with the formula
+/// in <see cref="RopeFrequencies"/>). Options (strings, from <c>lcc compile --context N --rope METHOD:k=v</c>):
+/// <c>context</c> (target length, required), <c>trained-context</c> (else: cos-cache length, else config.json beside the
+/// model), <c>force</c> (apply even when context &lt;= trained), <c>factor</c> (override s = context / trained),
+/// <c>theta</c> (override the recovered base).
+/// Rewrites: exported form — the inv_freq constant is replaced by theta_i' (computed as the original float value times
+/// theta_i'/theta_i, so s = 1 reproduces the original bit for bit) and, when the method's cos/sin multiplier is not 1,
+/// a Mul by it is inserted after every Cos and Sin; cache form — cos/sin caches are recomputed (in double) at
+/// max(context, rows) rows with the scaled frequencies and the multiplier.
+/// </summary>
+public abstract class RopeScalingPass : IPass
+{
+    public abstract string Name { get; }
+    public abstract string Description { get; }
+    public bool IsExact => false;
+
+    /// <summary>The method's tables at the compile-time scale.</summary>
+    protected abstract RopeTables Compute(RopeSetting p);
+
+    /// <summary>
+    /// Methods whose frequencies depend on the current length (dynamic NTK, LongRoPE's short/long switch) override this
+    /// to build the frequencies in the graph; return null to use the static tables.
+    /// </summary>
+    protected virtual Value? BuildDynamicFrequencies(InvFreqSite site, RopeSetting p, RopeTables tables, Rewriter rw, Node before) => null;
+
+    /// <summary>Cache-form models: a method may refuse (with the reason) when static caches cannot express it.</summary>
+    protected virtual string? CacheFormUnsupported(RopeSetting p) => null;
+
+    public void Run(Model model, PassContext ctx)
+    {
+        var search = RopeLocator.Find(model);
+        if (search.Sites.Count == 0)
+            throw new CompileException($"{model.DisplayName}: no rotary embedding found for --rope {Name}: checked " +
+                (search.Checked.Count == 0 ? "no Cos/Sin, RotaryEmbedding or GroupQueryAttention nodes (none in the graph)" : string.Join(", ", search.Checked.Take(12)) + (search.Checked.Count > 12 ? $" and {search.Checked.Count - 12} more" : "")) +
+                (search.Rejected.Count > 0 ? "; rejected: " + string.Join("; ", search.Rejected.Take(4)) : "") + "; remove --rope for models without RoPE");
+
+        double? trained = ReadInt(ctx, "trained-context") ?? search.Sites.OfType<CacheSite>().Select(c => (double?)c.Rows).FirstOrDefault() ?? ConfigTrainedContext(model);
+        if (trained is not { } lt)
+            throw new CompileException($"{model.DisplayName}: cannot tell the trained context of {search.Sites[0].Where} (no cos/sin cache, no config.json); give --trained-context N");
+        double context = ReadInt(ctx, "context") ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
+        bool force = ctx.Option("force", "false") is "true" or "1";
+        if (context <= lt && !force)
+        {
+            ctx.Note($"context {context} is not larger than the trained context {lt}: RoPE left unchanged (use --force-rope to apply {Name} anyway)");
+            ctx.Log($"lcc: warning: --context {context} <= trained context {lt}: --rope {Name} applies nothing (use --force-rope)");
+            return;
+        }
+
+        var applied = new List<Dictionary<string, object?>>();
+        foreach (var site in search.Sites)
+        {
+            double theta = ReadDouble(ctx, "theta") ?? site.Theta;
+            var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx);
+            RopeTables tables;
+            try { tables = Compute(p); }
+            catch (ArgumentException e) { throw new ArgumentException($"{model.DisplayName}: {site.Where}: {e.Message}", e); }
+            switch (site)
+            {
+                case InvFreqSite f: RewriteInvFreq(model, f, p, tables, ctx); break;
+                case CacheSite c: RewriteCaches(model, c, p, tables, ctx); break;
+            }
+            applied.Add(new()
+            {
+                ["site"] = site.Where, ["theta"] = theta, ["rotary_dim"] = site.RotaryDim, ["scale"] = tables.Scale,
+                ["cos_sin_multiplier"] = tables.CosSinMultiplier, ["inv_freq"] = tables.InvFreq,
+                ["extra"] = tables.Extra.Count == 0 ? null : tables.Extra,
+            });
+        }
+        ctx.RuntimeConfig["rope"] = new Dictionary<string, object?>
+        {
+            ["method"] = Name, ["context"] = (long)context, ["trained_context"] = (long)lt,
+            ["options"] = ctx.Options.Where(kv => kv.Key is not ("context" or "trained-context")).ToDictionary(kv => kv.Key, kv => kv.Value),
+            ["sites"] = applied,
+        };
+        ctx.Note($"{Name}: context {context} / trained {lt} (s = {applied[0]["scale"]:G6}), cos/sin x {applied[0]["cos_sin_multiplier"]:G6}");
+    }
+
+    private void RewriteInvFreq(Model model, InvFreqSite f, RopeSetting p, RopeTables tables, PassContext ctx)
+    {
+        var rw = ctx.Rewriter;
+        // fp16 angle overflow: positions x frequency computed in the table's type.
+        if (f.Element == ElementType.Float16 && (p.Context - 1) * tables.InvFreq.Max() > 65504)
+            throw new CompileException($"{model.DisplayName}: {f.Where}: angles up to {(p.Context - 1) * tables.InvFreq.Max():G4} rad at context {p.Context} overflow the fp16 rotary chain (max 65504); keep fp32 rotary tables (re-export with an fp32 inv_freq) — not rewritten");
+        Node first = FirstUser(f);
+        var dyn = BuildDynamicFrequencies(f, p, tables, rw, first);
+        if (dyn is not null)
+        {
+            rw.SetInput(f.FreqUse.Node, f.FreqUse.Index, dyn);
+            if (f.ConstantNode is { } cn0 && !f.InvFreq.IsUsed) rw.RemoveNode(cn0);
+            ctx.Count("inv_freq computed in graph");
+        }
+        else
+        {
+            var t = MakeTable(f, Scaled(f, p, tables.InvFreq));
+            if (f.ConstantNode is { } cn) rw.SetAttribute(cn, Attr.TensorValue("value", t));
+            else rw.SetInitializerData(f.InvFreq, t);
+            ctx.Count("inv_freq tables rescaled");
+        }
+        if (tables.CosSinMultiplier != 1.0)
+        {
+            foreach (var n in f.Cos.Concat(f.Sin))
+            {
+                var outV = n.Output();
+                var uses = outV.Uses.ToList();
+                var et = outV.Type?.Element ?? f.Element;
+                var m = rw.AddInitializer(model.Graph, "rope_mscale", et == ElementType.Float16
+                    ? Tensor.FromHalves([(Half)tables.CosSinMultiplier]) : Tensor.FromFloats([(float)tables.CosSinMultiplier]));
+                var scaled = rw.Op(n.Graph, "Mul", [outV, m], outputName: outV.Name + "_mscaled", before: NodeAfter(n));
+                if (outV.Type is { } ty) rw.SetType(scaled, ty);
+                foreach (var u in uses) rw.SetInput(u.Node, u.Index, scaled);
+                if (outV.IsGraphOutput) rw.ReplaceAllUsesWith(outV, scaled);
+                ctx.Count("cos/sin multipliers inserted");
+            }
+        }
+    }
+
+    /// <summary>The node after <paramref name="n"/> (null: end), so an insertion there keeps topological order.</summary>
+    private static Node? NodeAfter(Node n)
+    {
+        var list = n.Graph.Nodes;
+        for (int i = 0; i < list.Count - 1; i++) if (list[i] == n) return list[i + 1];
+        return null;
+    }
+
+    private static Node FirstUser(InvFreqSite f) => f.FreqUse.Node;
+
+    /// <summary>theta_i' as floats: original float value x theta_i'/theta_i (identity at s = 1, whatever the fit).</summary>
+    internal static float[] Scaled(InvFreqSite f, RopeSetting p, double[] target)
+    {
+        var plain = RopeFrequencies.Plain(p.Theta, p.RotaryDim);
+        var r = new float[target.Length];
+        for (int i = 0; i < r.Length; i++) r[i] = target[i] == plain[i] ? f.Values[i] : (float)(f.Values[i] * (target[i] / plain[i]));
+        return r;
+    }
+
+    internal static Tensor MakeTable(InvFreqSite f, float[] values)
+    {
+        var (orig, _) = RopeLocator.ConstOf(f.InvFreq)!.Value;
+        var dims = orig.Dims.ToArray();
+        return orig.Element switch
+        {
+            ElementType.Float16 => Tensor.FromHalves(values.Select(v => (Half)v).ToArray(), dims),
+            ElementType.Float => Tensor.FromFloats(values, dims),
+            _ => throw new NotSupportedException($"{f.Where}: inv_freq of type {orig.Element.ShortName()} is not supported (float or float16)"),
+        };
+    }
+
+    private void RewriteCaches(Model model, CacheSite c, RopeSetting p, RopeTables tables, PassContext ctx)
+    {
+        if (CacheFormUnsupported(p) is { } why)
+            throw new CompileException($"{model.DisplayName}: {c.Where}: --rope {Name} {why}");
+        int rows = (int)Math.Max(c.Rows, p.Context), half = c.RotaryDim / 2;
+        var cos = new double[rows * half];
+        var sin = new double[rows * half];
+        for (int pos = 0; pos < rows; pos++)
+            for (int i = 0; i < half; i++)
+            {
+                double a = pos * tables.InvFreq[i];
+                cos[pos * half + i] = Math.Cos(a) * tables.CosSinMultiplier;
+                sin[pos * half + i] = Math.Sin(a) * tables.CosSinMultiplier;
+            }
+        var et = c.Element;
+        if (et == ElementType.Float16 && tables.CosSinMultiplier > 65504)
+        {
+            ctx.Note($"{c.Where}: cos/sin multiplier {tables.CosSinMultiplier} overflows fp16: tables kept in fp32");
+            et = ElementType.Float;
+        }
+        ctx.Rewriter.SetInitializerData(c.CosCache, Table(et, cos, rows, half));
+        ctx.Rewriter.SetInitializerData(c.SinCache, Table(et, sin, rows, half));
+        ctx.Count("cos/sin caches recomputed");
+        if (rows != c.Rows) ctx.Note($"{c.Where}: caches grown from {c.Rows} to {rows} rows");
+    }
+
+    private static Tensor Table(ElementType et, double[] v, int rows, int half) => et switch
+    {
+        ElementType.Float16 => Tensor.FromHalves(v.Select(x => (Half)x).ToArray(), rows, half),
+        ElementType.Float => Tensor.FromFloats(v.Select(x => (float)x).ToArray(), rows, half),
+        _ => throw new NotSupportedException($"cos/sin caches of type {et.ShortName()} are not supported (float or float16)"),
+    };
+
+    private static double? ReadInt(PassContext ctx, string name) => ReadDouble(ctx, name) is { } v
+        ? (v > 0 && v == Math.Floor(v) ? v : throw new ArgumentException($"--{name} {v}: must be a positive integer")) : null;
+
+    private static double? ReadDouble(PassContext ctx, string name)
+    {
+        var s = ctx.Option(name, "");
+        if (s.Length == 0) return null;
+        return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0 ? v
+            : throw new ArgumentException($"rope option {name}={s}: expected a positive number");
+    }
+
+    /// <summary>trained_max_position / original_max_position_embeddings / max_position_embeddings from config.json beside the model.</summary>
+    internal static double? ConfigTrainedContext(Model model)
+    {
+        if (model.SourcePath is null) return null;
+        var cfg = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(model.SourcePath))!, "config.json");
+        if (!File.Exists(cfg)) return null;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(cfg));
+            foreach (var key in new[] { "trained_max_position", "original_max_position_embeddings", "max_position_embeddings" })
+                if (doc.RootElement.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number) return v.GetDouble();
+        }
+        catch (JsonException) { }
+        return null;
+    }
+}
