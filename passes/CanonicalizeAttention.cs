@@ -109,10 +109,10 @@ public sealed class CanonicalizeAttention : IPass
         {
             int maxPos = int.Parse(ctx.Option("max-positions", Math.Max(DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0).ToString()));
             var inv = m.InvFreq!;
-            string key = $"rope:{maxPos}:{elem}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";
+            string key = $"rope:{maxPos}:{elem}:{m.RopeMultiplier:R}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";
             if (!shared.TryGetValue(key, out cos))
             {
-                var (c, s) = RopeCaches(inv, maxPos, elem);
+                var (c, s) = RopeCaches(inv, maxPos, elem, m.RopeMultiplier);
                 cos = rw.AddInitializer(g, "gqa_cos_cache", c);
                 sin = rw.AddInitializer(g, "gqa_sin_cache", s);
                 shared[key] = cos;
@@ -140,8 +140,11 @@ public sealed class CanonicalizeAttention : IPass
         if (m.PresentValue is not null) rw.ReplaceAllUsesWith(m.PresentValue, gqa.Output(2));
     }
 
-    /// <summary>cos/sin caches [maxPos, d/2]: cache[p, i] = cos(p * inv_freq[i]), the product rounded to float32 as the exported graph does.</summary>
-    internal static (Tensor Cos, Tensor Sin) RopeCaches(float[] invFreq, int maxPos, ElementType elem)
+    /// <summary>
+    /// cos/sin caches [maxPos, d/2]: cache[p, i] = cos(p * inv_freq[i]) * multiplier, each step rounded to float32 as the
+    /// exported graph computes it (so the rewrite stays exact when a rope pass scaled the frequencies or inserted a multiplier).
+    /// </summary>
+    internal static (Tensor Cos, Tensor Sin) RopeCaches(float[] invFreq, int maxPos, ElementType elem, double multiplier = 1.0)
     {
         int h = invFreq.Length;
         var c = new float[(long)maxPos * h];
@@ -150,8 +153,9 @@ public sealed class CanonicalizeAttention : IPass
             for (int i = 0; i < h; i++)
             {
                 float angle = (float)p * invFreq[i];
-                c[p * h + i] = (float)Math.Cos(angle);
-                s[p * h + i] = (float)Math.Sin(angle);
+                float mult = (float)multiplier;
+                c[p * h + i] = multiplier == 1.0 ? (float)Math.Cos(angle) : (float)Math.Cos(angle) * mult;
+                s[p * h + i] = multiplier == 1.0 ? (float)Math.Sin(angle) : (float)Math.Sin(angle) * mult;
             }
         if (elem == ElementType.Float16)
             return (Tensor.FromHalves(c.Select(x => (Half)x).ToArray(), maxPos, h), Tensor.FromHalves(s.Select(x => (Half)x).ToArray(), maxPos, h));

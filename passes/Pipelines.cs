@@ -29,6 +29,15 @@ public static class Pipelines
         new("dedup-initializers"),
     ];
 
+    /// <summary>
+    /// The default pipeline with method passes added. RoPE scaling runs right after the first dce, on the model's own
+    /// RoPE form (inv_freq constants of torch exports, cos/sin caches of fused ops): canonicalisation then folds the
+    /// scaled frequencies (and any cos/sin multiplier) into the GroupQueryAttention caches exactly. Methods computed in
+    /// the graph per length (dynamic-ntk) make the canonicaliser keep those blocks, with a note.
+    /// </summary>
+    public static IReadOnlyList<PipelineStep> WithMethods(IReadOnlyList<PipelineStep> rope) =>
+        rope.Count == 0 ? Default : [Default[0], .. rope, .. Default.Skip(1)];
+
     public static IEnumerable<string> Names => Registry.Keys.Order(StringComparer.Ordinal);
 
     public static IPass Create(string name) =>

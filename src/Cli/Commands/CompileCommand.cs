@@ -23,7 +23,7 @@ internal static class CompileCommand
         RopeOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
-            IReadOnlyList<PipelineStep> steps = [.. Pipelines.Default, .. RopeOptions.Steps(pr)];
+            IReadOnlyList<PipelineStep> steps = Pipelines.WithMethods(RopeOptions.Steps(pr));
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");

@@ -18,10 +18,11 @@ namespace LongCtx.Compiler.Analysis;
 /// <param name="CosCache">precomputed cos/sin caches [maxPos, RotaryDim/2], when the model has them</param>
 /// <param name="Mask">the additive mask value (unfused forms), or the mask input of the fused op</param>
 /// <param name="Nodes">the nodes of the block between the projections and the output (what a rewrite replaces)</param>
+/// <param name="RopeMultiplier">scalar multiplying cos and sin (YaRN / LongRoPE attention temperature), 1 when absent</param>
 public sealed record AttentionMatch(
     Node Anchor,
     Value? Query, Value? Key, Value? ValueIn, Value Output,
     Value? QWeight, Value? KWeight, Value? VWeight, Value? OWeight,
     Value? PastKey, Value? PastValue, Value? PresentKey, Value? PresentValue,
     Value? Positions, float[]? InvFreq, Value? CosCache, Value? SinCache,
-    Value? Mask, IReadOnlyList<Node> Nodes);
+    Value? Mask, IReadOnlyList<Node> Nodes, double RopeMultiplier = 1.0);

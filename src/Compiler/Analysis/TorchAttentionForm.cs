@@ -67,8 +67,10 @@ public static class TorchAttentionForm
 
     private static readonly Pattern Freqs =
         P.Op("Mul", P.Opt("Cast", P.Opt("Unsqueeze", P.Opt("Cast", P.Any("positions")))), P.Const("inv_freq")).Commutative();
+    private static readonly Pattern CosCore = P.Op("Cos", P.Op("Concat", P.Opt("Cast", Freqs), P.Any()));
+    /// <summary>Cos of the frequencies, optionally times a scalar (the cos/sin multiplier of YaRN/LongRoPE, inserted by the rope passes).</summary>
     private static readonly Pattern CosFromFreqs =
-        P.Opt("Unsqueeze", P.Opt("Cast", P.Op("Cos", P.Op("Concat", P.Opt("Cast", Freqs), P.Any()))));
+        P.Opt("Unsqueeze", P.Opt("Cast", P.OneOf(P.Op("Mul", CosCore, P.Const("cos_mult", t => t.ElementCount == 1, "scalar")).Commutative(), CosCore)));
     private static readonly Pattern CosFromCache =
         P.Opt("Unsqueeze", P.Opt("Cast", P.Op("Gather", P.Const("cos_cache"), P.Any("positions"))));
 
@@ -150,6 +152,7 @@ public static class TorchAttentionForm
         var rope = RopeInfo.None;
         Value? positions = null;
         float[]? invFreq = null;
+        double ropeMultiplier = 1.0;
         Value? cosCache = null;
         bool qRope = b.Has("q_heads_rope"), kRope = b.Has("k_heads_rope");
         if (qRope != kRope) return (null, MatchResult.Fail("RoPE applied to only one of q and k", b["q_in"], 6));
@@ -160,6 +163,16 @@ public static class TorchAttentionForm
             if (f.Ok)
             {
                 invFreq = Consts.Floats(f.Bindings!["inv_freq"]);
+                if (f.Bindings!.Has("cos_mult"))
+                {
+                    ropeMultiplier = Consts.Scalar(f.Bindings!["cos_mult"])!.Value;
+                    // sin must carry the same multiplier: Mul(Sin(...), c) with the same c
+                    var sinMul = Noise.Skip(b["sin"]);
+                    while (sinMul?.Producer is { OpType: "Unsqueeze" or "Cast" } up) sinMul = up.Input(0);
+                    double? sm = sinMul?.Producer is { OpType: "Mul" } smn ? (Consts.Scalar(smn.Input(1)) ?? Consts.Scalar(smn.Input(0))) : null;
+                    if (sm != ropeMultiplier)
+                        return (null, MatchResult.Fail($"cos is scaled by {ropeMultiplier} but sin is not scaled alike", b["sin"], 7));
+                }
                 positions = GraphFacts.AncestorInputs(f.Bindings!["positions"]).FirstOrDefault();
                 rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), (invFreq?.Length ?? 0) * 2, false, null, "inv_freq");
             }
@@ -184,7 +197,7 @@ public static class TorchAttentionForm
         var nodes = CollectBetween(output, [b["q_proj"], b["k_proj"], b["v_proj"], b["q_proj_x"], b["k_proj_x"], b["v_proj_x"], .. new[] { pastK, pastV, mask, b.Get("cos"), b.Get("sin") }.OfType<Value>()]);
         var match = new AttentionMatch(softmax, b["q_proj"], b["k_proj"], b["v_proj"], output,
             Consts.IsConst(b["q_w"]) ? b["q_w"] : null, Consts.IsConst(b["k_w"]) ? b["k_w"] : null, Consts.IsConst(b["v_w"]) ? b["v_w"] : null, oWeight,
-            pastK, pastV, presentK, presentV, positions, invFreq, cosCache, null, mask, nodes);
+            pastK, pastV, presentK, presentV, positions, invFreq, cosCache, null, mask, nodes, ropeMultiplier);
         // an encoder: no cache, no causal mask (BERT-style self-attention, Devlin et al. 2019)
         string form = pastK is null && !causal ? EncoderName : Name;
         var block = new AttentionBlock(layer, form, (int)numHeads, (int)kvHeads, (int)headDim, hidden, causal, scale, rope,
