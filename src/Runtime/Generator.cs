@@ -65,12 +65,13 @@ public sealed class Generator : IDisposable
         if (!_model.SupportsChunkedPrefill) step = Length == 0 ? ids.Count : 1;
         float[] logits = [];
         var arr = ids as int[] ?? ids.ToArray();
-        for (int i = 0; i < arr.Length; i += step)
+        for (int i = 0; i < arr.Length;)
         {
             ct.ThrowIfCancellationRequested();
             int n = Math.Min(step, arr.Length - i);
             logits = Forward(arr.AsSpan(i, n), ct);
-            progress?.Report(i + n);
+            i += n;
+            progress?.Report(i);
             if (!_model.SupportsChunkedPrefill) step = 1;
         }
         return logits;
