@@ -61,6 +61,7 @@ public sealed class Generator : IDisposable
     {
         if (ids.Count == 0) throw new ArgumentException($"{_model.Name}: empty prompt");
         CheckFits(ids.Count);
+        CheckVocabulary(ids);
         int step = chunk <= 0 ? ids.Count : chunk;
         if (!_model.SupportsChunkedPrefill) step = Length == 0 ? ids.Count : 1;
         float[] logits = [];
@@ -81,9 +82,7 @@ public sealed class Generator : IDisposable
     public float[] Forward(ReadOnlySpan<int> ids, CancellationToken ct = default)
     {
         int s = ids.Length, past = Length, total = past + s;
-        for (int i = 0; i < s; i++)
-            if ((uint)ids[i] >= (uint)_c.VocabSize)
-                throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {past + i} is outside the vocabulary [0, {_c.VocabSize})");
+        CheckVocabulary(ids);
         CheckFits(s);
 
         var names = new List<string>(8 + 2 * _c.Layers.Count);
@@ -167,6 +166,20 @@ public sealed class Generator : IDisposable
             if (_model.MaxContext is { } m && Length + 1 > m) { LastFinishReason = FinishReason.ContextFull; yield break; }
             logits = Forward([tok], ct);
         }
+    }
+
+    private void CheckVocabulary(ReadOnlySpan<int> ids)
+    {
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)_c.VocabSize)
+                throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {Length + i} is outside the vocabulary [0, {_c.VocabSize})");
+    }
+
+    private void CheckVocabulary(IReadOnlyList<int> ids)
+    {
+        for (int i = 0; i < ids.Count; i++)
+            if ((uint)ids[i] >= (uint)_c.VocabSize)
+                throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {Length + i} is outside the vocabulary [0, {_c.VocabSize})");
     }
 
     private void CheckFits(int newTokens)
