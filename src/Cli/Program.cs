@@ -15,6 +15,7 @@ public static class Program
         root.Add(CompileCommand.Create());
         root.Add(DiffCommand.Create());
         root.Add(EvalCommand.Create());
+        root.Add(BenchCommand.Create());
         return root;
     }
 }
