@@ -16,6 +16,7 @@ public static class Program
         root.Add(DiffCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(BenchCommand.Create());
+        root.Add(RunCommand.Create());
         return root;
     }
 }
