@@ -102,7 +102,8 @@ public sealed class Generator : IDisposable
             if (_c.PositionIds is { } p)
             {
                 var pos = new long[s];
-                for (int i = 0; i < s; i++) pos[i] = past + i;
+                int start = Cache.NextPosition;
+                for (int i = 0; i < s; i++) pos[i] = start + i;
                 Add(names, values, owned, p, IntTensor(_c.PositionIdsType, pos, [1, s]));
             }
             Cache.AddInputs(names, values, owned, s);

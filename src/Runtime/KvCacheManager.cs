@@ -18,6 +18,12 @@ public abstract class KvCacheManager : IDisposable
     /// <summary>Tokens held in the cache.</summary>
     public abstract int Length { get; }
 
+    /// <summary>
+    /// Absolute position of the next token (position_ids). Equals <see cref="Length"/> for caches
+    /// that keep every token; an evicting cache (sinks, sliding window) keeps counting while Length stays bounded.
+    /// </summary>
+    public virtual int NextPosition => Length;
+
     /// <summary>Most tokens the cache can hold, or null when it grows without bound.</summary>
     public abstract int? Capacity { get; }
 

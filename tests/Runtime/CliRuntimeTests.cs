@@ -50,6 +50,19 @@ public sealed class CliRuntimeTests
     }
 
     [Test]
+    public void Run_BadProvider_AndUnavailableProvider_AreOneLineErrors()
+    {
+        var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
+        var bad = Lcc("run", model, "--prompt-ids", "1,2", "--ep", "gpu");
+        Assert.That(bad.rc, Is.EqualTo(1));
+        Assert.That(bad.stderr.Trim(), Is.EqualTo("lcc: error: unknown execution provider 'gpu': use auto, cpu, cuda or tensorrt"));
+        var cuda = Lcc("run", model, "--prompt-ids", "1,2", "--max-new-tokens", "1", "--ep", "cuda");
+        if (cuda.rc == 0) Assert.Pass("CUDA is available on this machine");
+        Assert.That(cuda.stderr.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(cuda.stderr, Does.StartWith("lcc: error: recall-public/model.onnx: execution provider CUDA is not available"));
+    }
+
+    [Test]
     public void Bench_AgainstItself_IsExact_AndWritesJsonAndPng()
     {
         var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
