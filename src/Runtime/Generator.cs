@@ -112,15 +112,17 @@ public sealed class Generator : IDisposable
 
             using var ro = new RunOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
             using var reg = ct.CanBeCanceled ? ct.Register(() => ro.Terminate = true) : default;
-            IDisposableReadOnlyCollection<OrtValue> outputs;
-            try { outputs = _model.Run(ro, names, values, outNames); }
+            IReadOnlyList<OrtValue> outputs;
+            try { outputs = _model.UseIoBinding ? _model.RunBound(ro, names, values, outNames) : _model.Run(ro, names, values, outNames); }
             catch (OnnxRuntimeException e)
             {
                 ct.ThrowIfCancellationRequested();
                 throw new RuntimeException($"{_model.Name}: decoder call failed with {s} new token(s) after {past} cached: {SessionFactory.FirstLine(e.Message)}", e);
             }
             float[] logits;
-            using (var logitsValue = outputs[0]) logits = LastRow(logitsValue);
+            try { logits = LastRow(outputs[0]); }
+            catch { foreach (var o in outputs) o.Dispose(); throw; }
+            outputs[0].Dispose();
             Cache.Accept(outputs.Skip(1).ToArray(), s);
             PeakKvBytes = Math.Max(PeakKvBytes, Cache.Bytes);
             return logits;

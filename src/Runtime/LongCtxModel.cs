@@ -17,7 +17,7 @@ public sealed class LongCtxModel : IDisposable
 
     private LongCtxModel(string name, string modelPath, InferenceSession session, ExecutionProviderKind provider,
         DecoderContract contract, IReadOnlyDictionary<string, JsonElement> runtimeConfig, IReadOnlyDictionary<string, long> opsets,
-        ITokenizer? tokenizer)
+        ITokenizer? tokenizer, RuntimeOptions options)
     {
         Name = name;
         ModelPath = modelPath;
@@ -27,6 +27,10 @@ public sealed class LongCtxModel : IDisposable
         RuntimeConfig = runtimeConfig;
         Opsets = opsets;
         Tokenizer = tokenizer;
+        UseIoBinding = options.IoBinding ?? provider != ExecutionProviderKind.Cpu;
+        KvMemory = provider == ExecutionProviderKind.Cpu
+            ? OrtMemoryInfo.DefaultInstance
+            : new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
         MaxContext = contract.StaticCapacity ?? ReadInt(runtimeConfig, "max_context") ?? ReadInt(runtimeConfig, "max_position_embeddings");
     }
 
@@ -43,6 +47,12 @@ public sealed class LongCtxModel : IDisposable
 
     /// <summary>Most tokens (prompt + generated) the model accepts, when known (static cache, or longctx.json).</summary>
     public int? MaxContext { get; }
+
+    /// <summary>Whether decoder calls run through an IOBinding (KV outputs stay in <see cref="KvMemory"/>).</summary>
+    public bool UseIoBinding { get; }
+
+    /// <summary>Where KV-cache outputs live between steps when <see cref="UseIoBinding"/> is on.</summary>
+    internal OrtMemoryInfo KvMemory { get; }
 
     /// <summary>Whether a multi-token chunk may follow a non-empty past (probed on load).</summary>
     public bool SupportsChunkedPrefill { get; private set; } = true;
@@ -98,7 +108,7 @@ public sealed class LongCtxModel : IDisposable
         {
             var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
             var tokenizer = Tokenizers.TryLoad(dir);
-            var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, runtimeConfig, opsets, tokenizer);
+            var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, runtimeConfig, opsets, tokenizer, options);
             if (options.ProbeChunkedPrefill) model.ProbeChunking(log);
             return model;
         }
@@ -145,9 +155,26 @@ public sealed class LongCtxModel : IDisposable
         log("note: " + note);
     }
 
-    internal IDisposableReadOnlyCollection<OrtValue> Run(RunOptions ro, IReadOnlyCollection<string> names,
+    internal IReadOnlyList<OrtValue> Run(RunOptions ro, IReadOnlyCollection<string> names,
         IReadOnlyCollection<OrtValue> values, IReadOnlyCollection<string> outputs)
-        => _session.Run(ro, names, values, outputs);
+        => _session.Run(ro, names, values, outputs).ToArray(); // the caller owns (and disposes) each value
+
+    /// <summary>Runs with an IOBinding: logits to host memory, cache outputs to <see cref="KvMemory"/>. Outputs in <paramref name="outputs"/> order.</summary>
+    internal IReadOnlyList<OrtValue> RunBound(RunOptions ro, IReadOnlyList<string> names,
+        IReadOnlyList<OrtValue> values, IReadOnlyList<string> outputs)
+    {
+        using var binding = _session.CreateIoBinding();
+        for (int i = 0; i < names.Count; i++) binding.BindInput(names[i], values[i]);
+        binding.BindOutputToDevice(outputs[0], OrtMemoryInfo.DefaultInstance);
+        for (int i = 1; i < outputs.Count; i++) binding.BindOutputToDevice(outputs[i], KvMemory);
+        binding.SynchronizeBoundInputs();
+        _session.RunWithBinding(ro, binding);
+        binding.SynchronizeBoundOutputs();
+        var bound = binding.GetOutputNames();
+        var got = binding.GetOutputValues().ToArray();
+        var byName = bound.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => got[x.i]);
+        return outputs.Select(n => byName[n]).ToArray();
+    }
 
     private static IReadOnlyDictionary<string, JsonElement> ReadRuntimeConfig(string manifest, string name)
     {
@@ -165,5 +192,9 @@ public sealed class LongCtxModel : IDisposable
     private static int? ReadInt(IReadOnlyDictionary<string, JsonElement> cfg, string key)
         => cfg.TryGetValue(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null;
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose()
+    {
+        _session.Dispose();
+        if (!ReferenceEquals(KvMemory, OrtMemoryInfo.DefaultInstance)) KvMemory.Dispose();
+    }
 }

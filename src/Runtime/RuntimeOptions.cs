@@ -30,6 +30,13 @@ public sealed record RuntimeOptions
     /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past.</summary>
     public bool ProbeChunkedPrefill { get; init; } = true;
 
+    /// <summary>
+    /// Run through an IOBinding that leaves the KV-cache outputs in the execution provider's memory
+    /// (GPU memory on CUDA/TensorRT), so the cache is not copied to the host and back every step;
+    /// logits are bound to host memory. Null: on for GPU providers, off on CPU (no copy to save there).
+    /// </summary>
+    public bool? IoBinding { get; init; }
+
     /// <summary>Receives one-line notes (EP fallbacks, prefill mode). Null: written to stderr.</summary>
     public Action<string>? Log { get; init; }
 

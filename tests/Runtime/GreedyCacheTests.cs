@@ -9,10 +9,14 @@ public sealed class GreedyCacheTests
 {
     public static IEnumerable<TestCaseData> Decoders()
     {
-        yield return new TestCaseData("recall-public", 12).SetName("Recall_fp32_gqa");
-        yield return new TestCaseData("llama-mha-rotary-fp16", 12).SetName("Llama_fp16_mha_onepiece");
-        yield return new TestCaseData("qwen-gqa-fp16", 12).SetName("Qwen_fp16_gqa_int32ids");
-        yield return new TestCaseData("opset24-attention-static-cache", 6).SetName("Opset24_static_cache");
+        foreach (bool io in new[] { false, true })
+        {
+            string tag = io ? "_IoBinding" : "";
+            yield return new TestCaseData("recall-public", 12, io).SetName("Recall_fp32_gqa" + tag);
+            yield return new TestCaseData("llama-mha-rotary-fp16", 12, io).SetName("Llama_fp16_mha_onepiece" + tag);
+            yield return new TestCaseData("qwen-gqa-fp16", 12, io).SetName("Qwen_fp16_gqa_int32ids" + tag);
+            yield return new TestCaseData("opset24-attention-static-cache", 6, io).SetName("Opset24_static_cache" + tag);
+        }
     }
 
     private static string PathOf(string name) => name switch
@@ -24,9 +28,10 @@ public sealed class GreedyCacheTests
     };
 
     [TestCaseSource(nameof(Decoders))]
-    public void KvCacheGreedy_EqualsFullPrefixGreedy(string fixture, int newTokens)
+    public void KvCacheGreedy_EqualsFullPrefixGreedy(string fixture, int newTokens, bool ioBinding)
     {
-        using var model = RuntimeFixtures.Load(PathOf(fixture));
+        using var model = LongCtxModel.Load(RuntimeFixtures.Require(PathOf(fixture)), RuntimeFixtures.Cpu() with { IoBinding = ioBinding });
+        Assert.That(model.UseIoBinding, Is.EqualTo(ioBinding));
         var rng = new Random(7);
         var prompt = Enumerable.Range(0, 9).Select(_ => rng.Next(5, Math.Min(model.VocabSize, 250))).ToArray();
         var opts = new GenerationOptions { MaxNewTokens = newTokens, Chunk = 4 };
