@@ -64,6 +64,17 @@ public sealed class BadInputTests
     }
 
     [Test]
+    public void DefaultCustomOpLibrary_IsRegistered_WhenBuilt()
+    {
+        var lib = LongCtxModel.DefaultCustomOpsLibrary();
+        if (!File.Exists(lib)) Assert.Ignore($"custom-op library not built: {lib}");
+        var path = RuntimeFixtures.WriteTinyModel(_tmp, "past_key_values.0.key", customDomain: "longctx");
+        // registration and session creation succeed; what fails is only the (deliberately incomplete) KV contract
+        var e = Assert.Throws<RuntimeException>(() => LongCtxModel.Load(path, RuntimeFixtures.Cpu()));
+        Assert.That(e!.Message, Does.Contain("layer 0 value is missing"));
+    }
+
+    [Test]
     public void ModelWithoutCustomDomain_DoesNotNeedTheLibrary()
     {
         using var model = LongCtxModel.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel),
