@@ -35,7 +35,7 @@ public sealed class CliRuntimeTests
         Assert.That(stdout.Trim(), Is.EqualTo(string.Join(' ', expected)));
 
         File.WriteAllText(Path.Combine(_tmp, "p.txt"), "1, 20, 90\n3 20 4\n");
-        var fromFile = Lcc("run", model, "--prompt-file", Path.Combine(_tmp, "p.txt"), "--max-new-tokens", "5", "--ep", "cpu");
+        var fromFile = Lcc("run", model, "--prompt-file", Path.Combine(_tmp, "p.txt"), "--max-new-tokens", "5", "--ep", "cpu", "--io-binding", "on");
         Assert.That(fromFile.stdout, Is.EqualTo(stdout));
     }
 

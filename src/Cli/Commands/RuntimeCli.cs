@@ -10,8 +10,9 @@ internal sealed class RuntimeCliOptions
     public Option<int> Threads { get; } = new("--threads") { Description = "intra-op threads (0 = ONNX Runtime default)", DefaultValueFactory = _ => 0 };
     public Option<bool> NoArena { get; } = new("--no-arena") { Description = "disable the ONNX Runtime CPU memory arena" };
     public Option<string?> CustomOps { get; } = new("--custom-ops") { Description = "path of liblongctx_ops.so (default: next to lcc)" };
+    public Option<string> IoBinding { get; } = new("--io-binding") { Description = "keep the KV cache in the provider's memory via IOBinding: auto (GPU providers)|on|off", DefaultValueFactory = _ => "auto" };
 
-    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); }
+    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); }
 
     public RuntimeOptions Build(ParseResult pr) => new()
     {
@@ -19,6 +20,13 @@ internal sealed class RuntimeCliOptions
         IntraOpThreads = pr.GetValue(Threads),
         MemoryArena = !pr.GetValue(NoArena),
         CustomOpsLibrary = pr.GetValue(CustomOps),
+        IoBinding = (pr.GetValue(IoBinding) ?? "auto").ToLowerInvariant() switch
+        {
+            "auto" => null,
+            "on" or "true" => true,
+            "off" or "false" => false,
+            var v => throw new ArgumentException($"--io-binding {v}: use auto, on or off"),
+        },
         Log = s => Console.Error.WriteLine("lcc: " + s),
     };
 
