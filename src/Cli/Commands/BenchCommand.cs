@@ -1,0 +1,105 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using LongCtx.Runtime;
+using LongCtx.Runtime.Bench;
+
+namespace LongCtx.Cli.Commands;
+
+/// <summary>
+/// <c>lcc bench MODEL [--baseline OTHER] --lengths 256,512,1k,4k [--decode 32] [--reps 3]</c>:
+/// prefill time, decode ms/token, KV bytes, peak RSS; with a baseline, logit fidelity. Table + JSON + PNG.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "model .onnx or compiled folder" };
+        var baseline = new Option<string?>("--baseline") { Description = "a second model measured side by side; fidelity is reported against it" };
+        var lengths = new Option<string>("--lengths") { Description = "prompt lengths, e.g. 256,512,1k,4k", DefaultValueFactory = _ => "256,512,1k,4k" };
+        var decode = new Option<int>("--decode") { Description = "decode steps timed per length", DefaultValueFactory = _ => 32 };
+        var reps = new Option<int>("--reps") { Description = "repetitions per length (median and min-max are reported)", DefaultValueFactory = _ => 3 };
+        var chunk = new Option<int>("--chunk") { Description = "prefill chunk size (0 = one piece)", DefaultValueFactory = _ => 2048 };
+        var seed = new Option<int>("--seed") { Description = "seed of the random prompts", DefaultValueFactory = _ => 0 };
+        var jsonOut = new Option<FileInfo?>("--json-out") { Description = "JSON results (default: bench.json)" };
+        var plot = new Option<FileInfo?>("--plot") { Description = "PNG plot of prefill time and peak memory against length (default: bench.png)" };
+        var rt = new RuntimeCliOptions();
+        var cmd = new Command("bench", "Prefill/decode speed, KV bytes, peak memory and (with --baseline) logit fidelity per prompt length")
+            { model, baseline, lengths, decode, reps, chunk, seed, jsonOut, plot };
+        rt.AddTo(cmd);
+        cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
+        {
+            var lens = RuntimeCliOptions.ParseLengths(pr.GetValue(lengths)!);
+            int nDecode = pr.GetValue(decode), nReps = Math.Max(1, pr.GetValue(reps)), nChunk = pr.GetValue(chunk), s = pr.GetValue(seed);
+            var opts = rt.Build(pr);
+            using var cand = RuntimeCliOptions.Load(pr.GetValue(model)!, opts);
+            using var basem = pr.GetValue(baseline) is { } b ? RuntimeCliOptions.Load(b, opts) : null;
+            var rows = new List<BenchRow>();
+            foreach (var len in lens)
+            {
+                if (basem is not null)
+                {
+                    var br = Benchmark.Measure(basem, len, nDecode, nReps, nChunk, s, ct);
+                    br = br with { Model = "baseline " + br.Model };
+                    rows.Add(br);
+                    Console.Error.WriteLine(Line(br));
+                }
+                var row = Benchmark.Measure(cand, len, nDecode, nReps, nChunk, s, ct);
+                if (basem is not null) row = row with { VsBaseline = Benchmark.Compare(basem, cand, len, Math.Min(nDecode, 8), nChunk, s, ct) };
+                rows.Add(row);
+                Console.Error.WriteLine(Line(row));
+            }
+            Console.Out.Write(Table(rows, cand.Provider));
+            var json = pr.GetValue(jsonOut)?.FullName ?? "bench.json";
+            File.WriteAllText(json, JsonSerializer.Serialize(new { provider = cand.Provider.ToString(), chunk = nChunk, rows }, Cli.Json) + "\n");
+            var png = pr.GetValue(plot)?.FullName ?? "bench.png";
+            Plot(rows, png);
+            Console.Out.WriteLine($"wrote {json}, {png}");
+            return Cli.Ok;
+        })));
+        return cmd;
+    }
+
+    private static string Line(BenchRow r) => $"bench: {r.Model} L={r.Length} prefill {r.PrefillMs.Median:F1} ms, decode {r.DecodeMsPerToken.Median:F2} ms/token";
+
+    private static string Mib(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
+
+    public static string Table(IReadOnlyList<BenchRow> rows, ExecutionProviderKind ep)
+    {
+        var sb = new StringBuilder();
+        int w = Math.Max(5, rows.Max(r => r.Model.Length));
+        sb.AppendLine($"{"model".PadRight(w)}  {"length",6}  {"prefill ms (min-max)",24}  {"decode ms/tok (min-max)",24}  {"KV MiB",7}  {"peak RSS MiB",12}  {"max|dlogit|",11}  {"KL",9}  {"top1",5}");
+        foreach (var r in rows)
+        {
+            var f = r.VsBaseline;
+            sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"{r.Model.PadRight(w)}  {r.Length,6}  {$"{r.PrefillMs.Median:F1} ({r.PrefillMs.Min:F1}-{r.PrefillMs.Max:F1})",24}  {$"{r.DecodeMsPerToken.Median:F2} ({r.DecodeMsPerToken.Min:F2}-{r.DecodeMsPerToken.Max:F2})",24}  {Mib(r.KvBytes),7}  {Mib(r.PeakRssBytes),12}  {(f is null ? "-" : f.MaxAbsDiff.ToString("G3")),11}  {(f is null ? "-" : f.MeanKl.ToString("G3")),9}  {(f is null ? "-" : f.Top1Agreement.ToString("F3")),5}"));
+        }
+        sb.AppendLine($"({SessionFactoryName(ep)}; {rows[0].Reps} reps, {rows[0].DecodeTokens} decode tokens; median (min-max))");
+        return sb.ToString();
+    }
+
+    private static string SessionFactoryName(ExecutionProviderKind ep) => ep.ToString().ToUpperInvariant() + " EP";
+
+    private static void Plot(IReadOnlyList<BenchRow> rows, string path)
+    {
+        var plt = new ScottPlot.Plot();
+        foreach (var group in rows.GroupBy(r => r.Model))
+        {
+            var xs = group.Select(r => (double)r.Length).ToArray();
+            var t = plt.Add.Scatter(xs, group.Select(r => r.PrefillMs.Median).ToArray());
+            t.LegendText = $"{group.Key} prefill ms";
+            var m = plt.Add.Scatter(xs, group.Select(r => r.PeakRssBytes / 1048576.0).ToArray());
+            m.LegendText = $"{group.Key} peak RSS MiB";
+            m.LinePattern = ScottPlot.LinePattern.Dashed;
+            m.Axes.YAxis = plt.Axes.Right;
+        }
+        plt.Axes.Bottom.Label.Text = "prompt length (tokens)";
+        plt.Axes.Left.Label.Text = "prefill time (ms)";
+        plt.Axes.Right.Label.Text = "peak RSS (MiB)";
+        plt.Title("lcc bench");
+        plt.ShowLegend(ScottPlot.Alignment.UpperLeft);
+        plt.SavePng(path, 900, 550);
+    }
+}

@@ -1,0 +1,44 @@
+using System.CommandLine;
+using System.Text.Json;
+using LongCtx.Runtime.Eval;
+using Spectre.Console;
+
+namespace LongCtx.Cli.Commands;
+
+/// <summary><c>lcc eval MODEL --needle FILE.jsonl [--limit N] [--chunk N] [--json-out F]</c>: greedy next-token accuracy.</summary>
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "model .onnx or compiled folder" };
+        var needle = new Option<FileInfo>("--needle") { Description = "JSONL file: one {\"prompt\": [ids], \"expected\": id} per line", Required = true };
+        var limit = new Option<int>("--limit") { Description = "evaluate only the first N prompts (0 = all)", DefaultValueFactory = _ => 0 };
+        var chunk = new Option<int>("--chunk") { Description = "prefill chunk size (0 = whole prompt in one call)", DefaultValueFactory = _ => 2048 };
+        var jsonOut = new Option<FileInfo?>("--json-out") { Description = "write the result (accuracy, per-prompt predictions) as JSON" };
+        var rt = new RuntimeCliOptions();
+        var cmd = new Command("eval", "Needle-retrieval accuracy: argmax of the last-position logits == expected next token") { model, needle, limit, chunk, jsonOut };
+        rt.AddTo(cmd);
+        cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
+        {
+            var file = pr.GetValue(needle)!;
+            var items = NeedleEval.Read(file.FullName, pr.GetValue(limit));
+            using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
+            NeedleResult? result = null;
+            if (Console.IsErrorRedirected)
+                result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), null, ct);
+            else
+                AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }).Progress()
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask($"eval {file.Name}", maxValue: items.Count);
+                        result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), new Progress<int>(i => task.Value = i), ct);
+                    });
+            var r = result!;
+            Console.Out.WriteLine($"{r.Model}  {r.File}  n={r.N}  correct={r.Correct}  accuracy={r.Accuracy:F3}  chunk={(r.Chunked ? r.Chunk.ToString() : "one-piece")}  {r.Seconds:F1}s");
+            if (pr.GetValue(jsonOut) is { } jf)
+                File.WriteAllText(jf.FullName, JsonSerializer.Serialize(r, Cli.Json) + "\n");
+            return Cli.Ok;
+        })));
+        return cmd;
+    }
+}

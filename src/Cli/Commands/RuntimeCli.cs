@@ -1,0 +1,54 @@
+using System.CommandLine;
+using LongCtx.Runtime;
+
+namespace LongCtx.Cli.Commands;
+
+/// <summary>Options shared by run / eval / bench: execution provider, threads, arena.</summary>
+internal sealed class RuntimeCliOptions
+{
+    public Option<string> Ep { get; } = new("--ep") { Description = "execution provider: auto|cpu|cuda|tensorrt", DefaultValueFactory = _ => "auto" };
+    public Option<int> Threads { get; } = new("--threads") { Description = "intra-op threads (0 = ONNX Runtime default)", DefaultValueFactory = _ => 0 };
+    public Option<bool> NoArena { get; } = new("--no-arena") { Description = "disable the ONNX Runtime CPU memory arena" };
+    public Option<string?> CustomOps { get; } = new("--custom-ops") { Description = "path of liblongctx_ops.so (default: next to lcc)" };
+    public Option<string> IoBinding { get; } = new("--io-binding") { Description = "keep the KV cache in the provider's memory via IOBinding: auto (GPU providers)|on|off", DefaultValueFactory = _ => "auto" };
+
+    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); }
+
+    public RuntimeOptions Build(ParseResult pr) => new()
+    {
+        ExecutionProvider = RuntimeOptions.ParseProvider(pr.GetValue(Ep) ?? "auto"),
+        IntraOpThreads = pr.GetValue(Threads),
+        MemoryArena = !pr.GetValue(NoArena),
+        CustomOpsLibrary = pr.GetValue(CustomOps),
+        IoBinding = (pr.GetValue(IoBinding) ?? "auto").ToLowerInvariant() switch
+        {
+            "auto" => null,
+            "on" or "true" => true,
+            "off" or "false" => false,
+            var v => throw new ArgumentException($"--io-binding {v}: use auto, on or off"),
+        },
+        Log = s => Console.Error.WriteLine("lcc: " + s),
+    };
+
+    /// <summary>Loads MODEL (a .onnx or a compiled folder); missing paths are one-line errors.</summary>
+    public static LongCtxModel Load(string path, RuntimeOptions o)
+    {
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new FileNotFoundException($"model {path} not found");
+        return LongCtxModel.Load(path, o);
+    }
+
+    /// <summary>Parses "1,2,3" or "1 2 3".</summary>
+    public static int[] ParseIds(string s) =>
+        s.Split([',', ' ', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)
+         .Select(t => int.TryParse(t, out int v) ? v : throw new ArgumentException($"'{t}' is not a token id")).ToArray();
+
+    /// <summary>Parses "256,512,1k,4k".</summary>
+    public static int[] ParseLengths(string s) =>
+        s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+        {
+            var lower = t.ToLowerInvariant();
+            int mul = lower.EndsWith('k') ? 1024 : 1;
+            var num = mul == 1 ? lower : lower[..^1];
+            return int.TryParse(num, out int v) && v > 0 ? v * mul : throw new ArgumentException($"'{t}' is not a length (e.g. 512, 4k)");
+        }).ToArray();
+}

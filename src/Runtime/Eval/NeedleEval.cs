@@ -1,0 +1,77 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace LongCtx.Runtime.Eval;
+
+/// <summary>One needle-retrieval prompt: token ids and the expected next token.</summary>
+public sealed record NeedleItem(int Id, int[] Prompt, int Expected, double? Depth);
+
+/// <summary>Accuracy of a model on a needle set.</summary>
+public sealed record NeedleResult(string Model, string File, int N, int Correct, double Accuracy, int Chunk,
+    bool Chunked, double Seconds, string CorrectMask, IReadOnlyList<int> Predictions);
+
+/// <summary>
+/// Greedy next-token accuracy: argmax of the logits at the last prompt position == expected
+/// (the metric of recall-public/baseline.json). Each prompt goes through a fresh KV cache in
+/// chunks of <c>chunk</c> tokens.
+/// </summary>
+public static class NeedleEval
+{
+    /// <summary>Reads a JSONL needle file: each line has "prompt" (ids) and "expected" (or "answer"/"target").</summary>
+    public static List<NeedleItem> Read(string path, int limit = 0)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"needle file {path} not found", path);
+        var items = new List<NeedleItem>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            if (limit > 0 && items.Count >= limit) break;
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(line); }
+            catch (JsonException je) { throw new RuntimeException($"{path}:{lineNo}: not JSON ({je.Message})", je); }
+            using var _ = doc;
+            var r = doc.RootElement;
+            if (!r.TryGetProperty("prompt", out var p) || p.ValueKind != JsonValueKind.Array)
+                throw new RuntimeException($"{path}:{lineNo}: no \"prompt\" array of token ids");
+            JsonElement e = default;
+            bool found = false;
+            foreach (var k in new[] { "expected", "answer", "target" })
+                if (r.TryGetProperty(k, out e)) { found = true; break; }
+            if (!found || e.ValueKind != JsonValueKind.Number)
+                throw new RuntimeException($"{path}:{lineNo}: no \"expected\" token id");
+            int id = r.TryGetProperty("id", out var i) && i.ValueKind == JsonValueKind.Number ? i.GetInt32() : items.Count;
+            double? depth = r.TryGetProperty("depth", out var d) && d.ValueKind == JsonValueKind.Number ? d.GetDouble() : null;
+            items.Add(new NeedleItem(id, p.EnumerateArray().Select(x => x.GetInt32()).ToArray(), e.GetInt32(), depth));
+        }
+        return items;
+    }
+
+    public static NeedleResult Run(LongCtxModel model, string file, IReadOnlyList<NeedleItem> items, int chunk,
+        IProgress<int>? progress = null, CancellationToken ct = default)
+    {
+        var sw = Stopwatch.StartNew();
+        var preds = new int[items.Count];
+        using var g = model.CreateGenerator();
+        for (int i = 0; i < items.Count; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            g.Reset();
+            var logits = g.Prefill(items[i].Prompt, chunk, null, ct);
+            preds[i] = Sampler.ArgMax(logits);
+            progress?.Report(i + 1);
+        }
+        int correct = 0;
+        var mask = new char[items.Count];
+        for (int i = 0; i < items.Count; i++)
+        {
+            bool ok = preds[i] == items[i].Expected;
+            correct += ok ? 1 : 0;
+            mask[i] = ok ? '1' : '0';
+        }
+        return new NeedleResult(model.Name, Path.GetFileName(file), items.Count, correct,
+            items.Count == 0 ? 0 : (double)correct / items.Count, chunk, model.SupportsChunkedPrefill && chunk > 0,
+            Math.Round(sw.Elapsed.TotalSeconds, 2), new string(mask), preds);
+    }
+}

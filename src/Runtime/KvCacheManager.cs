@@ -1,0 +1,177 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace LongCtx.Runtime;
+
+/// <summary>
+/// Owns one sequence's attention cache between decoder calls: supplies the cache inputs for a step
+/// and takes ownership of the cache outputs that replace them. The generator loop only talks to
+/// this class, so other cache policies (quantized, evicting, sinks) plug in as further subclasses.
+/// Not thread-safe: one manager per generator.
+/// </summary>
+public abstract class KvCacheManager : IDisposable
+{
+    protected KvCacheManager(DecoderContract contract) => Contract = contract;
+
+    public DecoderContract Contract { get; }
+
+    /// <summary>Tokens held in the cache.</summary>
+    public abstract int Length { get; }
+
+    /// <summary>
+    /// Absolute position of the next token (position_ids). Equals <see cref="Length"/> for caches
+    /// that keep every token; an evicting cache (sinks, sliding window) keeps counting while Length stays bounded.
+    /// </summary>
+    public virtual int NextPosition => Length;
+
+    /// <summary>Most tokens the cache can hold, or null when it grows without bound.</summary>
+    public abstract int? Capacity { get; }
+
+    /// <summary>Bytes of cache tensors currently held (all layers, K and V).</summary>
+    public abstract long Bytes { get; }
+
+    /// <summary>Graph outputs that carry the updated cache, in the order <see cref="Accept"/> receives them.</summary>
+    public IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).ToArray();
+    private string[]? _outputs;
+
+    /// <summary>Appends the cache inputs for a step that feeds <paramref name="newTokens"/> tokens; values in <paramref name="owned"/> are disposed by the caller after the run.</summary>
+    public abstract void AddInputs(List<string> names, List<OrtValue> values, List<OrtValue> owned, int newTokens);
+
+    /// <summary>Takes ownership of the step's cache outputs (in <see cref="OutputNames"/> order).</summary>
+    public abstract void Accept(IReadOnlyList<OrtValue> outputs, int newTokens);
+
+    /// <summary>Forgets every cached token.</summary>
+    public abstract void Clear();
+
+    public static KvCacheManager Create(DecoderContract contract) => contract.CacheKind switch
+    {
+        KvCacheKind.Concat => new ConcatKvCache(contract),
+        KvCacheKind.Static => new StaticKvCache(contract),
+        _ => throw new NotSupportedException(contract.CacheKind.ToString()),
+    };
+
+    protected static OrtValue Zeros(TensorElementType type, long[] shape)
+    {
+        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape);
+        v.GetTensorMutableRawData().Clear();
+        return v;
+    }
+
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    protected abstract void Dispose(bool disposing);
+}
+
+/// <summary>past [1, Hkv, P, D] in, present [1, Hkv, P+S, D] out: the present tensors become the next past.</summary>
+public sealed class ConcatKvCache : KvCacheManager
+{
+    private readonly OrtValue?[] _tensors; // layer-major: K0, V0, K1, V1, ...
+    private int _length;
+
+    public ConcatKvCache(DecoderContract contract) : base(contract) => _tensors = new OrtValue?[contract.Layers.Count * 2];
+
+    public override int Length => _length;
+    public override int? Capacity => null;
+    public override long Bytes => _tensors.Sum(t => t is null ? 0 : t.GetTensorSizeInBytes());
+
+    public override void AddInputs(List<string> names, List<OrtValue> values, List<OrtValue> owned, int newTokens)
+    {
+        var c = Contract;
+        for (int l = 0; l < c.Layers.Count; l++)
+        {
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var t = _tensors[2 * l + kv];
+                if (t is null)
+                {
+                    t = Zeros(c.KvType, [1, c.KvHeads, 0, c.HeadDim]);
+                    owned.Add(t);
+                }
+                names.Add(kv == 0 ? c.Layers[l].PastKey : c.Layers[l].PastValue);
+                values.Add(t);
+            }
+        }
+    }
+
+    public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
+    {
+        var shape = outputs[0].GetTensorTypeAndShape().Shape;
+        if (shape.Length != 4 || shape[2] != _length + newTokens)
+        {
+            foreach (var o in outputs) o.Dispose();
+            throw new RuntimeException($"present key of layer 0 has shape [{string.Join(",", shape)}]; expected [1,{Contract.KvHeads},{_length + newTokens},{Contract.HeadDim}] (past {_length} + {newTokens} new)");
+        }
+        for (int i = 0; i < _tensors.Length; i++)
+        {
+            _tensors[i]?.Dispose();
+            _tensors[i] = outputs[i];
+        }
+        _length += newTokens;
+    }
+
+    public override void Clear()
+    {
+        for (int i = 0; i < _tensors.Length; i++) { _tensors[i]?.Dispose(); _tensors[i] = null; }
+        _length = 0;
+    }
+
+    protected override void Dispose(bool disposing) => Clear();
+}
+
+/// <summary>
+/// A fixed-capacity cache [1, L, Hkv*D] that the graph updates in place at <c>write_indices</c>
+/// (ONNX opset-24 TensorScatter); <c>nonpad_kv_seqlen</c> tells attention how many slots are valid.
+/// </summary>
+public sealed class StaticKvCache : KvCacheManager
+{
+    private readonly OrtValue?[] _tensors;
+    private int _length;
+
+    public StaticKvCache(DecoderContract contract) : base(contract) => _tensors = new OrtValue?[contract.Layers.Count * 2];
+
+    public override int Length => _length;
+    public override int? Capacity => Contract.StaticCapacity;
+    public override long Bytes => _tensors.Length * (long)Contract.StaticCapacity!.Value * Contract.StaticWidth!.Value * DecoderContract.ElementSize(Contract.KvType);
+
+    public override void AddInputs(List<string> names, List<OrtValue> values, List<OrtValue> owned, int newTokens)
+    {
+        var c = Contract;
+        if (_length + newTokens > c.StaticCapacity)
+            throw new RuntimeException($"static KV cache holds {c.StaticCapacity} tokens; {_length} cached + {newTokens} new do not fit");
+        for (int l = 0; l < c.Layers.Count; l++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                ref var t = ref _tensors[2 * l + kv];
+                t ??= Zeros(c.KvType, [1, c.StaticCapacity!.Value, c.StaticWidth!.Value]);
+                names.Add(kv == 0 ? c.Layers[l].PastKey : c.Layers[l].PastValue);
+                values.Add(t);
+            }
+        var wi = OrtValue.CreateTensorValueFromMemory(new long[] { _length }, [1]);
+        var nonpad = OrtValue.CreateTensorValueFromMemory(new long[] { _length + newTokens }, [1]);
+        owned.Add(wi); owned.Add(nonpad);
+        names.Add(c.WriteIndices!); values.Add(wi);
+        names.Add(c.NonPadKvSeqLen!); values.Add(nonpad);
+    }
+
+    public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
+    {
+        for (int i = 0; i < _tensors.Length; i++)
+        {
+            _tensors[i]?.Dispose();
+            _tensors[i] = outputs[i];
+        }
+        _length += newTokens;
+    }
+
+    public override void Clear()
+    {
+        for (int i = 0; i < _tensors.Length; i++) { _tensors[i]?.Dispose(); _tensors[i] = null; }
+        _length = 0;
+    }
+
+    protected override void Dispose(bool disposing) => Clear();
+}

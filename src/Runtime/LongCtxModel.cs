@@ -1,0 +1,200 @@
+using System.Text.Json;
+using Microsoft.ML.OnnxRuntime;
+
+namespace LongCtx.Runtime;
+
+/// <summary>
+/// A loaded decoder: one ONNX Runtime session plus its discovered I/O contract. Thread-safe:
+/// any number of <see cref="Generator"/>s (each with its own KV cache) may run on it at once.
+/// </summary>
+public sealed class LongCtxModel : IDisposable
+{
+    public const string ManifestName = "longctx.json";
+    public const string ModelFileName = "model.onnx";
+
+    private readonly InferenceSession _session;
+    private readonly List<string> _notes = [];
+
+    private LongCtxModel(string name, string modelPath, InferenceSession session, ExecutionProviderKind provider,
+        DecoderContract contract, IReadOnlyDictionary<string, JsonElement> runtimeConfig, IReadOnlyDictionary<string, long> opsets,
+        ITokenizer? tokenizer, RuntimeOptions options)
+    {
+        Name = name;
+        ModelPath = modelPath;
+        _session = session;
+        Provider = provider;
+        Contract = contract;
+        RuntimeConfig = runtimeConfig;
+        Opsets = opsets;
+        Tokenizer = tokenizer;
+        UseIoBinding = options.IoBinding ?? provider != ExecutionProviderKind.Cpu;
+        KvMemory = provider == ExecutionProviderKind.Cpu
+            ? OrtMemoryInfo.DefaultInstance
+            : new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
+        MaxContext = contract.StaticCapacity ?? ReadInt(runtimeConfig, "max_context") ?? ReadInt(runtimeConfig, "max_position_embeddings");
+    }
+
+    /// <summary>What errors call the model (its file or folder name).</summary>
+    public string Name { get; }
+    public string ModelPath { get; }
+    public ExecutionProviderKind Provider { get; }
+    public DecoderContract Contract { get; }
+    public int VocabSize => Contract.VocabSize;
+
+    /// <summary>The "runtime" section of longctx.json (empty for a bare .onnx).</summary>
+    public IReadOnlyDictionary<string, JsonElement> RuntimeConfig { get; }
+    public IReadOnlyDictionary<string, long> Opsets { get; }
+
+    /// <summary>Most tokens (prompt + generated) the model accepts, when known (static cache, or longctx.json).</summary>
+    public int? MaxContext { get; }
+
+    /// <summary>Whether decoder calls run through an IOBinding (KV outputs stay in <see cref="KvMemory"/>).</summary>
+    public bool UseIoBinding { get; }
+
+    /// <summary>Where KV-cache outputs live between steps when <see cref="UseIoBinding"/> is on.</summary>
+    internal OrtMemoryInfo KvMemory { get; }
+
+    /// <summary>Whether a multi-token chunk may follow a non-empty past (probed on load).</summary>
+    public bool SupportsChunkedPrefill { get; private set; } = true;
+
+    /// <summary>Text tokenizer when the model folder has one; id-level models have none.</summary>
+    public ITokenizer? Tokenizer { get; }
+
+    /// <summary>One-line notes gathered while loading (EP fallbacks, prefill mode).</summary>
+    public IReadOnlyList<string> Notes => _notes;
+
+    public Generator CreateGenerator() => new(this);
+
+    /// <summary>
+    /// Loads a bare .onnx or a compiled folder (model.onnx [+ data] + longctx.json). Registers
+    /// liblongctx_ops.so when the model imports the "longctx" domain; picks the execution provider.
+    /// </summary>
+    public static LongCtxModel Load(string path, RuntimeOptions? options = null)
+    {
+        options ??= RuntimeOptions.Default;
+        var log = options.Log ?? (s => Console.Error.WriteLine("lcc: " + s));
+        string full = Path.GetFullPath(path);
+        string modelPath, name;
+        if (Directory.Exists(full))
+        {
+            modelPath = Path.Combine(full, ModelFileName);
+            name = Path.GetFileName(full.TrimEnd('/'));
+            if (!File.Exists(modelPath)) throw new RuntimeException($"{name}: folder {full} has no {ModelFileName}");
+        }
+        else if (File.Exists(full))
+        {
+            modelPath = full;
+            name = Path.GetFileName(full) == ModelFileName ? Path.GetFileName(Path.GetDirectoryName(full)!) + "/" + ModelFileName : Path.GetFileName(full);
+        }
+        else throw new RuntimeException($"model {path} not found");
+        string dir = Path.GetDirectoryName(modelPath)!;
+
+        IReadOnlyDictionary<string, long> opsets;
+        try { using var fs = File.OpenRead(modelPath); opsets = OnnxHeader.ReadOpsets(fs); }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        { throw new RuntimeException($"{name}: {modelPath} is not a readable ONNX model ({e.Message})", e); }
+
+        var runtimeConfig = ReadRuntimeConfig(Path.Combine(dir, ManifestName), name);
+        string? opsLib = null;
+        if (opsets.ContainsKey(SessionFactory.CustomOpDomain))
+        {
+            opsLib = options.CustomOpsLibrary ?? DefaultCustomOpsLibrary();
+            if (!File.Exists(opsLib))
+                throw new RuntimeException($"{name}: the model uses custom ops (domain '{SessionFactory.CustomOpDomain}') but {SessionFactory.CustomOpLibraryName} was not found at {opsLib}; build custom-ops/ or pass its path");
+        }
+
+        var built = SessionFactory.Create(name, so => new InferenceSession(modelPath, so), options, opsLib, log);
+        try
+        {
+            var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
+            var tokenizer = Tokenizers.TryLoad(dir);
+            var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, runtimeConfig, opsets, tokenizer, options);
+            if (options.ProbeChunkedPrefill) model.ProbeChunking(log);
+            return model;
+        }
+        catch
+        {
+            built.Session.Dispose();
+            throw;
+        }
+    }
+
+    public static string DefaultCustomOpsLibrary()
+    {
+        var asmDir = Path.GetDirectoryName(typeof(LongCtxModel).Assembly.Location);
+        var candidate = string.IsNullOrEmpty(asmDir) ? null : Path.Combine(asmDir, SessionFactory.CustomOpLibraryName);
+        return candidate is not null && File.Exists(candidate) ? candidate : Path.Combine(AppContext.BaseDirectory, SessionFactory.CustomOpLibraryName);
+    }
+
+    /// <summary>
+    /// Feeds [a] then [b, c] through the cache and compares the last logits with [a, b, c] in one
+    /// piece. Graphs whose mask only handles "empty past" or "one token after a past" fail or
+    /// disagree here; they are then prefilled in one piece (and extended token by token).
+    /// </summary>
+    private void ProbeChunking(Action<string> log)
+    {
+        if (VocabSize < 4 || (MaxContext is { } m && m < 3)) return;
+        string? why = null;
+        try
+        {
+            using var chunked = CreateGenerator();
+            chunked.Forward([1]);
+            var a = chunked.Forward([2, 3]);
+            using var whole = CreateGenerator();
+            var b = whole.Forward([1, 2, 3]);
+            float scale = 1 + b.Max(Math.Abs);
+            float tol = (Contract.LogitsType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16 ? 2e-2f : 1e-4f) * scale;
+            float diff = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+            if (!(diff <= tol)) why = $"logits differ by {diff:G3} (tolerance {tol:G3})";
+        }
+        catch (RuntimeException e) { why = e.Message.StartsWith(Name + ": ") ? e.Message[(Name.Length + 2)..] : e.Message; }
+        if (why is null) return;
+        SupportsChunkedPrefill = false;
+        var note = $"{Name}: the graph cannot take a multi-token chunk after a non-empty past ({SessionFactory.FirstLine(why)}); prefill runs in one piece";
+        _notes.Add(note);
+        log("note: " + note);
+    }
+
+    internal IReadOnlyList<OrtValue> Run(RunOptions ro, IReadOnlyCollection<string> names,
+        IReadOnlyCollection<OrtValue> values, IReadOnlyCollection<string> outputs)
+        => _session.Run(ro, names, values, outputs).ToArray(); // the caller owns (and disposes) each value
+
+    /// <summary>Runs with an IOBinding: logits to host memory, cache outputs to <see cref="KvMemory"/>. Outputs in <paramref name="outputs"/> order.</summary>
+    internal IReadOnlyList<OrtValue> RunBound(RunOptions ro, IReadOnlyList<string> names,
+        IReadOnlyList<OrtValue> values, IReadOnlyList<string> outputs)
+    {
+        using var binding = _session.CreateIoBinding();
+        for (int i = 0; i < names.Count; i++) binding.BindInput(names[i], values[i]);
+        binding.BindOutputToDevice(outputs[0], OrtMemoryInfo.DefaultInstance);
+        for (int i = 1; i < outputs.Count; i++) binding.BindOutputToDevice(outputs[i], KvMemory);
+        binding.SynchronizeBoundInputs();
+        _session.RunWithBinding(ro, binding);
+        binding.SynchronizeBoundOutputs();
+        var bound = binding.GetOutputNames();
+        var got = binding.GetOutputValues().ToArray();
+        var byName = bound.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => got[x.i]);
+        return outputs.Select(n => byName[n]).ToArray();
+    }
+
+    private static IReadOnlyDictionary<string, JsonElement> ReadRuntimeConfig(string manifest, string name)
+    {
+        if (!File.Exists(manifest)) return new Dictionary<string, JsonElement>();
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(manifest));
+            if (!doc.RootElement.TryGetProperty("runtime", out var rt) || rt.ValueKind != JsonValueKind.Object)
+                return new Dictionary<string, JsonElement>();
+            return rt.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.Clone());
+        }
+        catch (JsonException e) { throw new RuntimeException($"{name}: {manifest} is not valid JSON ({e.Message})", e); }
+    }
+
+    private static int? ReadInt(IReadOnlyDictionary<string, JsonElement> cfg, string key)
+        => cfg.TryGetValue(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null;
+
+    public void Dispose()
+    {
+        _session.Dispose();
+        if (!ReferenceEquals(KvMemory, OrtMemoryInfo.DefaultInstance)) KvMemory.Dispose();
+    }
+}

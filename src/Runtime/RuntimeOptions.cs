@@ -1,0 +1,56 @@
+namespace LongCtx.Runtime;
+
+/// <summary>Which execution provider a session runs on.</summary>
+public enum ExecutionProviderKind
+{
+    /// <summary>TensorRT, then CUDA, then CPU; one log line per fallback.</summary>
+    Auto,
+    Cpu,
+    Cuda,
+    TensorRT,
+}
+
+/// <summary>How <see cref="LongCtxModel.Load"/> builds its ONNX Runtime session.</summary>
+public sealed record RuntimeOptions
+{
+    public ExecutionProviderKind ExecutionProvider { get; init; } = ExecutionProviderKind.Auto;
+
+    /// <summary>GPU ordinal for CUDA/TensorRT.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>Intra-op threads; 0 lets ONNX Runtime choose (one per physical core).</summary>
+    public int IntraOpThreads { get; init; }
+
+    /// <summary>ONNX Runtime CPU memory arena (faster repeated allocation, higher resident memory).</summary>
+    public bool MemoryArena { get; init; } = true;
+
+    /// <summary>Path of liblongctx_ops.so; null looks next to the LongCtx.Runtime assembly.</summary>
+    public string? CustomOpsLibrary { get; init; }
+
+    /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past.</summary>
+    public bool ProbeChunkedPrefill { get; init; } = true;
+
+    /// <summary>
+    /// Run through an IOBinding that leaves the KV-cache outputs in the execution provider's memory
+    /// (GPU memory on CUDA/TensorRT), so the cache is not copied to the host and back every step;
+    /// logits are bound to host memory. Null: on for GPU providers, off on CPU (no copy to save there).
+    /// </summary>
+    public bool? IoBinding { get; init; }
+
+    /// <summary>Receives one-line notes (EP fallbacks, prefill mode). Null: written to stderr.</summary>
+    public Action<string>? Log { get; init; }
+
+    public static RuntimeOptions Default { get; } = new();
+
+    public static ExecutionProviderKind ParseProvider(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "auto" => ExecutionProviderKind.Auto,
+        "cpu" => ExecutionProviderKind.Cpu,
+        "cuda" => ExecutionProviderKind.Cuda,
+        "tensorrt" or "trt" => ExecutionProviderKind.TensorRT,
+        _ => throw new ArgumentException($"unknown execution provider '{s}': use auto, cpu, cuda or tensorrt"),
+    };
+}
+
+/// <summary>A user-facing runtime failure: the message is one line naming the model and what to do.</summary>
+public sealed class RuntimeException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
