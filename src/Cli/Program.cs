@@ -14,6 +14,7 @@ public static class Program
         root.Add(InspectCommand.Create());
         root.Add(CompileCommand.Create());
         root.Add(DiffCommand.Create());
+        root.Add(DemoCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(RunCommand.Create());
