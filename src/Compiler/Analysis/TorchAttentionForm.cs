@@ -73,11 +73,20 @@ public static class TorchAttentionForm
             P.Opt(RepeatKv(P.Any("v_all")), P.Any("v_all")))
         .Named("attn");
 
+    /// <summary>
+    /// q @ K^T with K^T = Transpose(K, [0,1,3,2]) of the BHSD keys (decoders), or K^T taken straight from the head split
+    /// as Transpose(Reshape(x @ Wk), [0,2,3,1]) (HF BERT's key_layer.transpose(-1, -2), exported as one Transpose).
+    /// </summary>
     private static readonly Pattern Scores =
-        P.Op("MatMul", P.Any("q_in"),
-            P.Op("Transpose", P.Opt(RepeatKv(P.Any("k_all")), P.Any("k_all")))
-             .Attr("perm", [0L, 1, 3, 2]))
-        .Named("scores");
+        P.OneOf(
+            P.Op("MatMul", P.Any("q_in"),
+                P.Op("Transpose", P.Opt(RepeatKv(P.Any("k_all")), P.Any("k_all")))
+                 .Attr("perm", [0L, 1, 3, 2]))
+            .Named("scores"),
+            P.Op("MatMul", P.Any("q_in"),
+                P.Op("Transpose", P.Op("Reshape", Projection("k_proj", "k_w"), P.Any("k_shape")).ExtraInputs())
+                 .Attr("perm", [0L, 2, 3, 1]).Named("k_direct"))
+            .Named("scores"));
 
     private static readonly Pattern Query = P.OneOf(PartialRope(Heads("q"), "q"), Rope(Heads("q"), "q_heads"), Heads("q"));
     private static readonly Pattern KeyFresh = P.OneOf(PartialRope(Heads("k"), "k"), Rope(Heads("k"), "k_heads"), Heads("k"));
@@ -123,17 +132,20 @@ public static class TorchAttentionForm
         if (!q.Ok) return (null, q);
         b = q.Bindings!;
 
-        // keys: present = Concat(past, fresh) or fresh
-        var kAll = b["k_all"];
+        // keys: present = Concat(past, fresh) or fresh (or, BERT-style, already matched as K^T straight from the head split)
         Value? pastK = null, presentK = null;
-        Value kFresh = kAll;
-        if (Noise.Skip(kAll)?.Producer is { OpType: "Concat" } kc && kc.Inputs.Count == 2 && kc.Input(0)!.IsGraphInput)
+        if (!b.Has("k_direct"))
         {
-            pastK = kc.Input(0); presentK = kAll; kFresh = kc.Input(1)!;
+            var kAll = b["k_all"];
+            Value kFresh = kAll;
+            if (Noise.Skip(kAll)?.Producer is { OpType: "Concat" } kc && kc.Inputs.Count == 2 && kc.Input(0)!.IsGraphInput)
+            {
+                pastK = kc.Input(0); presentK = kAll; kFresh = kc.Input(1)!;
+            }
+            var kr = KeyFresh.Match(kFresh, b, 5);
+            if (!kr.Ok) return (null, kr);
+            b = kr.Bindings!;
         }
-        var kr = KeyFresh.Match(kFresh, b, 5);
-        if (!kr.Ok) return (null, kr);
-        b = kr.Bindings!;
         var vAll = b["v_all"];
         Value? pastV = null, presentV = null;
         Value vFresh = vAll;
@@ -144,7 +156,7 @@ public static class TorchAttentionForm
         var vr = ValueFresh.Match(vFresh, b, 5);
         if (!vr.Ok) return (null, vr);
         b = vr.Bindings!;
-        if ((pastK is null) != (pastV is null)) return (null, MatchResult.Fail("key and value caches disagree", kAll, 5));
+        if ((pastK is null) != (pastV is null)) return (null, MatchResult.Fail("key and value caches disagree", b.Get("k_all") ?? b["k_direct"], 5));
 
         // head merge and output projection
         var merged = b["attn"].Uses.Select(u => u.Node).Where(n => n.OpType == "Transpose").SelectMany(t => t.Output().Uses).Select(u => u.Node).FirstOrDefault(n => n.OpType == "Reshape")?.Output();
