@@ -32,6 +32,8 @@ public sealed class CanonicalizeAttention : IPass
     public bool IsExact => true;
 
     public const int DefaultMaxPositions = 32768;
+    /// <summary>Model metadata key: rows of the model's own cos cache before this pass made longer ones ("unknown" when it had none).</summary>
+    public const string OriginalMaxPositionsKey = ArchitectureCard.OriginalMaxPositionsKey;
 
     public void Run(Model model, PassContext ctx)
     {
@@ -214,6 +216,9 @@ public sealed class CanonicalizeAttention : IPass
         }
         else if (b.Rope.Present)
         {
+            // the generated caches are longer than what the model was trained on: say so, so that lcc inspect does
+            // not take their length for the trained context
+            rw.SetMetadata(OriginalMaxPositionsKey, b.Rope.OriginalMaxPositions?.ToString() ?? "unknown");
             int maxPos = int.Parse(ctx.Option("max-positions", Math.Max(DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0).ToString()));
             var inv = m.InvFreq!;
             string key = $"rope:{maxPos}:{elem}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";

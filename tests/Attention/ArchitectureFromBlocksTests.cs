@@ -26,7 +26,8 @@ public sealed class ArchitectureFromBlocksTests
             Assert.That((card.Layers, card.Hidden, card.Heads, card.KvHeads, card.HeadDim, card.Vocab, card.KvWidth), Is.EqualTo((3, (int?)96, (int?)6, (int?)2, (int?)32, (int?)200, 64)), form);
             Assert.That((card.RopeTheta, card.RotaryDim), Is.EqualTo(((double?)500000, (int?)16)), form);
             var io = ArchitectureCard.FromModelIo(Builders.Build(form, C), out _)!;
-            Assert.That((card.Parameters, card.ParameterBytes, card.EmbeddingParameters), Is.EqualTo((io.Parameters, io.ParameterBytes, io.EmbeddingParameters)), form);
+            long tables = form == "torch" ? 0 : 2L * C.MaxPositions * C.Rotary / 2; // cos + sin caches are not weights
+            Assert.That((card.Parameters, card.ParameterBytes, card.EmbeddingParameters), Is.EqualTo((io.Parameters - tables, io.ParameterBytes - 4 * tables, io.EmbeddingParameters)), form);
             Assert.That(LongCtx.Compiler.Analysis.CostModel.Compute(card, new CostOptions()).PrefillAttentionFlops, Is.EqualTo(2.0 * 3 * 6 * 32 * 32768.0 * 32768.0), form);
         }
         // torch form: RoPE from inv_freq, no cos cache, so no trained context; cos-cache forms give it
@@ -34,6 +35,25 @@ public sealed class ArchitectureFromBlocksTests
         Assert.That(Card(Builders.Build("gqa", C)).TrainedContext, Is.EqualTo(512));
         var stat = Card(Builders.Build("opset24-static", C));
         Assert.That((stat.StaticCacheLength, stat.KvWidth, stat.Heads), Is.EqualTo(((int?)512, 64, (int?)6)));
+    }
+
+    /// <summary>After canonicalisation the 32768-row GQA cos cache is lcc's, not the model's: the card must not call it the trained context.</summary>
+    [Test]
+    public void CompiledModelKeepsTrainedContextAndWeightCount()
+    {
+        var original = Builders.Build("torch", C);
+        var canonical = Builders.Build("torch", C);
+        BuilderParityTests.Compile(canonical);
+        var card = Card(canonical);
+        Assert.That(card.TrainedContext, Is.Null, "the torch export has no cos cache: unknown");
+        Assert.That(card.Sources, Has.Some.Contains("longctx.original_max_positions = unknown"));
+        Assert.That(card.CosCacheLength, Is.EqualTo(32768));
+        // the generated 2 x 32768 x 8 RoPE tables are not parameters; the pass adds two int64 scalars (axes, one) for seqlens_k
+        Assert.That(card.Parameters, Is.EqualTo(Card(original).Parameters + 2), "generated RoPE tables are not parameters");
+        Assert.That((card.Heads, card.KvHeads, card.HeadDim, card.Hidden), Is.EqualTo(((int?)6, (int?)2, (int?)32, (int?)96)));
+        var gqa = Builders.Build("mha", C with { KvHeads = 6 });
+        BuilderParityTests.Compile(gqa);
+        Assert.That(Card(gqa).TrainedContext, Is.EqualTo(512), "forms b/d keep the model's own cache");
     }
 
     [Test]

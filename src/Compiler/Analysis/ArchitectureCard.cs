@@ -112,6 +112,9 @@ public sealed partial record ArchitectureCard(
         };
     }
 
+    /// <summary>Model metadata key written by canonicalize-attention when it replaces a model's RoPE tables by longer ones.</summary>
+    public const string OriginalMaxPositionsKey = "longctx.original_max_positions";
+
     private sealed record WeightFacts(int? Vocab, long Parameters, long Bytes, string Dtype, int? Hidden, long EmbParams, long EmbBytes);
 
     /// <summary>Vocab (last dim of logits), parameters (initializers), weight dtype, and hidden + size of the embedding table gathered by input_ids.</summary>
@@ -163,6 +166,11 @@ public sealed partial record ArchitectureCard(
             sources.Add("note: layers differ in heads/kv heads/head_dim; the card shows layer " + first.Layer);
         sources.Add($"layers, heads, kv_heads, head_dim: attention discovery ({blocks.Count} blocks, {forms})");
         var w = Weights(m, sources);
+        // RoPE cos/sin tables are lookup tables, not weights: one row per token is read, so they stay out of the parameter count
+        var tables = blocks.SelectMany(b => new[] { b.Match.CosCache, b.Match.SinCache }).OfType<Value>()
+            .Where(v => v.IsInitializer && v.Const is not null).Distinct().ToList();
+        long tableParams = tables.Sum(v => v.Const!.ElementCount), tableBytes = tables.Sum(v => v.Const!.ByteLength);
+        if (tables.Count > 0) sources.Add($"parameters exclude {tables.Count} RoPE cos/sin tables ({tableParams:N0} elements)");
         int? hidden = w.Hidden ?? first.Hidden;
         if (w.Hidden is null) sources.Add("hidden: query projection input width");
 
@@ -172,7 +180,13 @@ public sealed partial record ArchitectureCard(
         int? trained = null;
         if (rope.Present) sources.Add($"rope: attention discovery ({rope.Source})");
         var cfg = ReadConfig(m.SourcePath);
+        var recorded = m.MetadataProps.FirstOrDefault(kv => kv.Key == OriginalMaxPositionsKey).Value;
         if (cfg is not null && Int(cfg.Value, "trained_max_position", "original_max_position_embeddings", "max_position_embeddings") is int tc) { trained = tc; sources.Add("trained_context: config.json"); }
+        else if (recorded is not null)
+        {
+            trained = int.TryParse(recorded, out var rmp) ? rmp : null;
+            sources.Add($"trained_context: metadata {OriginalMaxPositionsKey} = {recorded} (the cos cache was lengthened by lcc)");
+        }
         else if (rope.OriginalMaxPositions is int mp) { trained = mp; sources.Add($"trained_context: cos cache length {mp}"); }
         if (theta is null && cfg is not null && Double(cfg.Value, "rope_theta") is double th) { theta = th; sources.Add("rope_theta: config.json"); }
 
@@ -181,7 +195,7 @@ public sealed partial record ArchitectureCard(
             ? (pk?.Type?.Shape is { Rank: 4 } s4 && s4[2].Value is long l4 ? (int)l4 : null)
             : (pk?.Type?.Shape is { Rank: 3 } s3 && s3[1].Value is long l3 ? (int)l3 : null);
         whyNot = null;
-        return new ArchitectureCard(blocks.Count, hidden, first.NumHeads, first.KvNumHeads, first.HeadDim, w.Vocab, w.Parameters, w.Bytes, w.Dtype, theta, rotary, trained)
+        return new ArchitectureCard(blocks.Count, hidden, first.NumHeads, first.KvNumHeads, first.HeadDim, w.Vocab, w.Parameters - tableParams, w.Bytes - tableBytes, w.Dtype, theta, rotary, trained)
         {
             KvWidth = first.KvNumHeads * first.HeadDim,
             KvDtype = pk?.Type?.Element.ShortName() ?? w.Dtype,
