@@ -15,6 +15,12 @@ namespace LongCtx.Passes;
 ///   x@Wv ─ Reshape ─ Transpose ─ Concat(past_v) ─ present.v         past_k/v ┤      ├ present.k
 ///                repeat_kv ─ Softmax ─ MatMul ─ Transpose ─ Reshape ─ o ─ @Wo     seqlens_k, total_len, cos, sin ┘      └ present.v
 /// </code>
+/// Sources: form a (torch export: the subgraph above; partial rotary and GPT-J interleaved RoPE included, caches built
+/// from the recovered inv_freq), form b (com.microsoft RotaryEmbedding + MultiHeadAttention) and form d (ONNX
+/// Attention + RotaryEmbedding with a Concat cache): q/k are taken before their RotaryEmbedding and GQA reads the
+/// model's own [max_pos, R/2] cos/sin caches; form c with RotaryEmbedding outside the op: RoPE moves into the op.
+/// Kept (with a note): the TensorScatter static cache of form d (GQA cannot keep its [B, max_S, kvH*D] +
+/// write_indices contract), encoders (not causal), head_dim % 16 != 0, rotary_dim/2 % 8 != 0 (ORT CPU kernels).
 /// seqlens_k = ReduceSum(attention_mask, axis 1) - 1 (int32) and total_sequence_length = attention_mask.shape[1]: the
 /// causal + padding mask the exporter built from attention_mask is what GQA derives from them, for masks that are
 /// ones followed by zeros per row (no left padding). RoPE positions come from seqlens_k (past length + i), which

@@ -33,6 +33,23 @@ public sealed class FixtureParityTests
         Assert.That(diff.Values, Has.All.LessThanOrEqualTo(2e-2));
     }
 
+    /// <summary>The same through the CLI: <c>lcc compile</c> writes OUT/model.onnx (+ external data); that file matches the original.</summary>
+    [Test]
+    public void LccCompileOutputOfGenaiMhaMatchesOriginal()
+    {
+        var path = Fixtures.Require("genai/llama-mha-rotary-fp16/model.onnx");
+        var dir = TestSupport.TempDir("attn-compile");
+        var r = LongCtx.Tests.Foundation.CliRunner.Run("compile", path, "-o", Path.Combine(dir, "out"));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
+        Assert.That(r.Stdout, Does.Contain("2 blocks rewritten to GroupQueryAttention"));
+        var compiled = OnnxReader.Load(Path.Combine(dir, "out", "model.onnx"));
+        Assert.That(compiled.Graph.Nodes.Count(n => n.OpType == "GroupQueryAttention"), Is.EqualTo(2));
+        var diff = Parity.Run(OnnxWriter.ToBytes(OnnxReader.Load(path)), OnnxWriter.ToBytes(compiled), vocab: 32000);
+        TestContext.Out.WriteLine("lcc compile llama-mha-rotary-fp16: " + string.Join(", ", diff.Select(kv => $"{kv.Key} {kv.Value:E2}")));
+        Assert.That(diff.Values, Has.All.LessThanOrEqualTo(2e-2));
+        Directory.Delete(dir, true);
+    }
+
     /// <summary>Form d with the TensorScatter static cache: kept byte-identical, with the reason in the pass notes.</summary>
     [Test]
     public void Opset24StaticCacheIsKeptWithReason()
