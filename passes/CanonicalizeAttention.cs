@@ -15,6 +15,12 @@ namespace LongCtx.Passes;
 ///   x@Wv ─ Reshape ─ Transpose ─ Concat(past_v) ─ present.v         past_k/v ┤      ├ present.k
 ///                repeat_kv ─ Softmax ─ MatMul ─ Transpose ─ Reshape ─ o ─ @Wo     seqlens_k, total_len, cos, sin ┘      └ present.v
 /// </code>
+/// Sources: form a (torch export: the subgraph above; partial rotary and GPT-J interleaved RoPE included, caches built
+/// from the recovered inv_freq), form b (com.microsoft RotaryEmbedding + MultiHeadAttention) and form d (ONNX
+/// Attention + RotaryEmbedding with a Concat cache): q/k are taken before their RotaryEmbedding and GQA reads the
+/// model's own [max_pos, R/2] cos/sin caches; form c with RotaryEmbedding outside the op: RoPE moves into the op.
+/// Kept (with a note): the TensorScatter static cache of form d (GQA cannot keep its [B, max_S, kvH*D] +
+/// write_indices contract), encoders (not causal), head_dim % 16 != 0, rotary_dim/2 % 8 != 0 (ORT CPU kernels).
 /// seqlens_k = ReduceSum(attention_mask, axis 1) - 1 (int32) and total_sequence_length = attention_mask.shape[1]: the
 /// causal + padding mask the exporter built from attention_mask is what GQA derives from them, for masks that are
 /// ones followed by zeros per row (no left padding). RoPE positions come from seqlens_k (past length + i), which
@@ -32,6 +38,8 @@ public sealed class CanonicalizeAttention : IPass
     public bool IsExact => true;
 
     public const int DefaultMaxPositions = 32768;
+    /// <summary>Model metadata key: rows of the model's own cos cache before this pass made longer ones ("unknown" when it had none).</summary>
+    public const string OriginalMaxPositionsKey = ArchitectureCard.OriginalMaxPositionsKey;
 
     public void Run(Model model, PassContext ctx)
     {
@@ -44,7 +52,28 @@ public sealed class CanonicalizeAttention : IPass
         foreach (var block in found.Blocks)
         {
             ctx.Cancellation.ThrowIfCancellationRequested();
-            if (block.Form == "ms-gqa") { ctx.Count("blocks already canonical"); continue; }
+            if (block.Form == FusedAttentionForms.Gqa)
+            {
+                var gqa = block.Match.Anchor;
+                if (!block.Rope.Present || gqa.IntAttr("do_rotary", 0) == 1) { ctx.Count("blocks already canonical"); continue; }
+                // GQA fed by external com.microsoft.RotaryEmbedding on q and k: move RoPE into the op
+                if (CheckFold(block, ElementOf(block)) is { } why)
+                {
+                    ctx.Note($"layer {block.Layer} ({block.Form}, external RoPE) kept: {why}");
+                    ctx.Count("blocks kept");
+                    continue;
+                }
+                var frw = ctx.Rewriter;
+                frw.SetInput(gqa, 0, block.Match.Query);
+                frw.SetInput(gqa, 1, block.Match.Key);
+                frw.SetInput(gqa, 7, block.Match.CosCache);
+                frw.SetInput(gqa, 8, block.Match.SinCache);
+                frw.SetAttribute(gqa, Attr.Int("do_rotary", 1));
+                frw.SetAttribute(gqa, Attr.Int("rotary_interleaved", block.Rope.Interleaved ? 1 : 0));
+                ctx.Count("external RoPE folded into GroupQueryAttention");
+                changed = true;
+                continue;
+            }
             if (Check(model, block, ctx) is { } reason)
             {
                 ctx.Note($"layer {block.Layer} ({block.Form}) kept: {reason}");
@@ -62,7 +91,11 @@ public sealed class CanonicalizeAttention : IPass
     private static string? Check(Model model, AttentionBlock b, PassContext ctx)
     {
         var m = b.Match;
-        if (b.Form != TorchAttentionForm.Name) return $"no canonical rewrite for form {b.Form} yet";
+        if (b.Form is not (TorchAttentionForm.Name or FusedAttentionForms.MsMha or FusedAttentionForms.OnnxAttention))
+            return $"no canonical rewrite for form {b.Form}";
+        if (b.KvLayout != "BHSD")
+            return $"the {b.KvLayout} cache (a fixed [batch, max_seq, kv_heads*head_dim] buffer updated by TensorScatter at write_indices, read up to nonpad_kv_seqlen) "
+                 + "has no GroupQueryAttention equivalent with the same I/O contract (GQA's cache is [batch, kv_heads, seq, head_dim] and is written at seqlens_k, not at a caller-chosen index)";
         if (b.HeadDim % 16 != 0) return $"head_dim {b.HeadDim} is not a multiple of 16 (ORT CPU GroupQueryAttention)";
         if (!b.Causal) return "not causal (GroupQueryAttention is causal only)";
         if (m.Query is null || m.Key is null || m.ValueIn is null) return "q/k/v projections not found";
@@ -70,11 +103,87 @@ public sealed class CanonicalizeAttention : IPass
         if (b.MaskSource is null || model.Graph.Input(b.MaskSource) is not { } mask) return "no attention_mask input to derive seqlens_k from";
         if (mask.Type is { Shape.Rank: not 2 } || mask.Type?.Element is not (ElementType.Int64 or ElementType.Int32 or null))
             return $"mask input {mask.Name} is not an integer [batch, total_length] tensor";
-        if (b.Rope.Present && m.InvFreq is null) return "RoPE frequencies not recovered";
         if (ElementOf(b) is not (ElementType.Float or ElementType.Float16)) return "element type is neither float32 nor float16";
+        if (b.Rope.Present)
+        {
+            if (b.Rope.RotaryDim / 2 % 8 != 0)
+                return $"rotary dim {b.Rope.RotaryDim}: ORT CPU GroupQueryAttention needs rotary_dim/2 (the cos cache width) to be a multiple of 8";
+            if (b.Rope.RotaryDim > b.HeadDim) return $"rotary dim {b.Rope.RotaryDim} exceeds head_dim {b.HeadDim}";
+        }
         if (ctx.Option("positions", "seqlens") == "input" && b.Rope.Present && m.Positions is null) return "positions=input but the RoPE positions do not come from a graph input";
+        return b.Form == TorchAttentionForm.Name ? CheckTorch(b) : CheckFused(b, ElementOf(b));
+    }
+
+    private static string? CheckTorch(AttentionBlock b) =>
+        b.Rope.Present && b.Match.InvFreq is null ? "RoPE frequencies not recovered" : null;
+
+    /// <summary>Forms b and d: the fused op must not use anything GQA lacks, and RoPE must come from a [maxPos, R/2] cache GQA can read as is.</summary>
+    private static string? CheckFused(AttentionBlock b, ElementType elem)
+    {
+        var n = b.Match.Anchor;
+        int used = n.Outputs.Count(o => o is not null && (o.Uses.Count > 0 || o.IsGraphOutput));
+        if (b.Form == FusedAttentionForms.MsMha)
+        {
+            if (n.Input(3) is not null) return "MultiHeadAttention has a packed bias input";
+            if (n.Input(4) is not null) return "MultiHeadAttention has a key_padding_mask input (GQA derives padding from attention_mask)";
+            if (n.Inputs.Skip(8).Any(i => i is not null)) return "MultiHeadAttention uses past_sequence_length/cache_indirection inputs";
+            if (Rank(b.Match.Key) is int kr && kr != 3 || Rank(b.Match.ValueIn) is int vr && vr != 3) return "MultiHeadAttention key/value are not [batch, seq, hidden] (cross-attention or BNSH layout)";
+            if (n.Outputs.Skip(3).Any(o => o is not null && (o.Uses.Count > 0 || o.IsGraphOutput))) return "MultiHeadAttention's qk output is used";
+        }
+        else
+        {
+            if (n.FloatAttr("softcap", 0) != 0) return "Attention softcap is set (GQA's softcap differs in where it applies)";
+            if (n.IntAttr("qk_matmul_output_mode", 0) != 0 || n.Outputs.Skip(3).Any(o => o is not null && (o.Uses.Count > 0 || o.IsGraphOutput))) return "Attention's qk_matmul output is used";
+            if (n.Input(6) is not null) return "Attention has a nonpad_kv_seqlen input";
+            if (Rank(n.Input(0)) is int qr && qr != 3) return "Attention inputs are 4-D";
+        }
+        if (!b.Rope.Present) return null;
+        var cos = Compiler.Patterns.Consts.Of(b.Match.CosCache);
+        var sin = Compiler.Patterns.Consts.Of(b.Match.SinCache);
+        if (cos is not { Dims.Length: 2 } || sin is not { Dims.Length: 2 } || !cos.Dims.SequenceEqual(sin.Dims))
+            return "RoPE cos/sin are not constant [max_positions, rotary_dim/2] caches";
+        if (cos.Element != elem) return $"RoPE caches are {cos.Element} but q/k are {elem} (GQA needs the same type)";
+        if (cos.Dims[1] * 2 != b.Rope.RotaryDim) return $"cos cache width {cos.Dims[1]} does not match rotary dim {b.Rope.RotaryDim}";
+        foreach (var rot in RotaryNodes(b))
+        {
+            if (rot.FloatAttr("scale", 1) != 1) return $"RotaryEmbedding '{rot.Name}' has scale {rot.FloatAttr("scale", 1)}";
+            if (rot.IntAttr("is_packed_batching", 0) != 0) return $"RotaryEmbedding '{rot.Name}' uses packed batching";
+            if ((rot.IntAttr("interleaved", 0) == 1) != b.Rope.Interleaved) return "q and k RotaryEmbedding disagree on interleaving";
+            if (RotCos(rot) != b.Match.CosCache || RotSin(rot) != b.Match.SinCache) return "q and k RotaryEmbedding use different cos/sin caches";
+        }
         return null;
     }
+
+    /// <summary>Why external RoPE cannot move into a GQA node (<paramref name="b"/> is form c with RotaryEmbedding on q and k), or null.</summary>
+    private static string? CheckFold(AttentionBlock b, ElementType elem)
+    {
+        var n = b.Match.Anchor;
+        if (n.Inputs.Skip(7).Any(i => i is not null)) return "GroupQueryAttention already has cos/sin/position inputs";
+        if (b.Rope.RotaryDim / 2 % 8 != 0) return $"rotary dim {b.Rope.RotaryDim}: ORT CPU GroupQueryAttention needs rotary_dim/2 to be a multiple of 8";
+        if (b.Match.Positions is null) return "RoPE positions do not come from a graph input";
+        var cos = Compiler.Patterns.Consts.Of(b.Match.CosCache);
+        if (cos is not { Dims.Length: 2 } || cos.Element != elem || cos.Dims[1] * 2 != b.Rope.RotaryDim) return "RoPE cos/sin are not [max_positions, rotary_dim/2] caches of the model dtype";
+        foreach (var rot in RotaryNodes(b))
+        {
+            if (rot.FloatAttr("scale", 1) != 1 || rot.IntAttr("is_packed_batching", 0) != 0) return $"RotaryEmbedding '{rot.Name}' uses scale or packed batching";
+            if (RotCos(rot) != b.Match.CosCache || RotSin(rot) != b.Match.SinCache) return "q and k RotaryEmbedding use different cos/sin caches";
+            if ((rot.IntAttr("interleaved", 0) == 1) != b.Rope.Interleaved) return "q and k RotaryEmbedding disagree on interleaving";
+        }
+        return null;
+    }
+
+    private static int? Rank(Value? v) => v?.Type?.Shape?.Rank;
+
+    /// <summary>The RotaryEmbedding nodes feeding q and k of a fused block.</summary>
+    private static IEnumerable<Node> RotaryNodes(AttentionBlock b)
+    {
+        var n = b.Match.Anchor;
+        foreach (var v in new[] { n.Input(0), n.Input(1) })
+            if (Compiler.Patterns.Noise.Skip(v)?.Producer is { OpType: "RotaryEmbedding" } r) yield return r;
+    }
+
+    private static Value? RotCos(Node rot) => rot.Domain == "com.microsoft" ? rot.Input(2) : rot.Input(1);
+    private static Value? RotSin(Node rot) => rot.Domain == "com.microsoft" ? rot.Input(3) : rot.Input(2);
 
     private static ElementType ElementOf(AttentionBlock b) =>
         b.Match.PastKey?.Type?.Element ?? (b.Match.QWeight?.Const ?? Compiler.Patterns.Consts.Of(b.Match.QWeight))?.Element ?? ElementType.Float;
@@ -105,8 +214,17 @@ public sealed class CanonicalizeAttention : IPass
         var total = shared["total:" + mask.Name];
 
         Value? cos = null, sin = null;
-        if (b.Rope.Present)
+        if (b.Rope.Present && b.Form != TorchAttentionForm.Name)
         {
+            // forms b and d: GQA reads the model's own [maxPos, R/2] caches (same values, same dtype, same length)
+            cos = m.CosCache;
+            sin = m.SinCache;
+        }
+        else if (b.Rope.Present)
+        {
+            // the generated caches are longer than what the model was trained on: say so, so that lcc inspect does
+            // not take their length for the trained context
+            rw.SetMetadata(OriginalMaxPositionsKey, b.Rope.OriginalMaxPositions?.ToString() ?? "unknown");
             int maxPos = int.Parse(ctx.Option("max-positions", Math.Max(DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0).ToString()));
             var inv = m.InvFreq!;
             string key = $"rope:{maxPos}:{elem}:{m.RopeMultiplier:R}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";

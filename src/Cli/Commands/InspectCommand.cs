@@ -28,7 +28,10 @@ internal static class InspectCommand
             var report = ModelInspector.Inspect(m);
             var manifest = ReadManifest(file);
             var attention = AttentionDiscovery.Discover(m);
-            var card = ArchitectureCard.FromModelIo(m, out var whyNoCard);
+            // prefer the card read off the recognised attention blocks (it knows heads and hidden); fall back to the I/O contract
+            string? whyNoCard = null;
+            var card = attention.Blocks.Count > 0 ? ArchitectureCard.FromBlocks(m, attention.Blocks, out whyNoCard) : null;
+            card ??= ArchitectureCard.FromModelIo(m, out whyNoCard);
             var cost = card is null ? null : CostModel.Compute(card, costOptions);
             if (pr.GetValue(json))
             {

@@ -79,25 +79,10 @@ public sealed partial record ArchitectureCard(
             return null;
         }
 
-        int? vocab = null;
-        var logits = g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs.FirstOrDefault();
-        if (logits?.Type?.Shape is { Rank: > 0 } ls && ls[ls.Rank - 1].Value is long vv) { vocab = (int)vv; sources.Add($"vocab: {logits.Name} last dim"); }
-
-        var inits = g.Initializers.Where(v => v.Const is not null).ToList();
-        long parameters = inits.Sum(v => v.Const!.ElementCount), bytes = inits.Sum(v => v.Const!.ByteLength);
-        var weightDtype = inits.Where(v => IsFloat(v.Const!.Element)).GroupBy(v => v.Const!.Element)
-            .OrderByDescending(gr => gr.Sum(v => v.Const!.ByteLength)).Select(gr => gr.Key.ShortName()).FirstOrDefault() ?? "?";
-
-        int? hidden = null;
-        long embParams = 0, embBytes = 0;
-        var ids = g.Inputs.FirstOrDefault(v => v.Name == "input_ids");
-        var embed = ids?.Uses.Where(u => u.Node.OpType == "Gather" && u.Index == 1).Select(u => u.Node.Input(0)).FirstOrDefault(v => v?.Const is { Dims.Length: 2 });
-        if (embed is not null)
-        {
-            hidden = (int)embed.Const!.Dims[1];
-            embParams = embed.Const.ElementCount; embBytes = embed.Const.ByteLength;
-            sources.Add($"hidden: embedding table {embed.Name} {embed.Const}");
-        }
+        var wf = Weights(m, sources);
+        int? vocab = wf.Vocab, hidden = wf.Hidden;
+        long parameters = wf.Parameters, bytes = wf.Bytes, embParams = wf.EmbParams, embBytes = wf.EmbBytes;
+        var weightDtype = wf.Dtype;
 
         var (theta, rotary, cosLen, ropeSource) = FindRope(m);
         if (ropeSource is not null) sources.Add(ropeSource);
@@ -122,6 +107,101 @@ public sealed partial record ArchitectureCard(
             EmbeddingParameters = embParams,
             EmbeddingBytes = embBytes,
             CosCacheLength = cosLen,
+            StaticCacheLength = staticLen,
+            Sources = sources,
+        };
+    }
+
+    /// <summary>Model metadata key written by canonicalize-attention when it replaces a model's RoPE tables by longer ones.</summary>
+    public const string OriginalMaxPositionsKey = "longctx.original_max_positions";
+
+    private sealed record WeightFacts(int? Vocab, long Parameters, long Bytes, string Dtype, int? Hidden, long EmbParams, long EmbBytes);
+
+    /// <summary>Vocab (last dim of logits), parameters (initializers), weight dtype, and hidden + size of the embedding table gathered by input_ids.</summary>
+    private static WeightFacts Weights(Model m, List<string> sources)
+    {
+        var g = m.Graph;
+        int? vocab = null;
+        var logits = g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs.FirstOrDefault();
+        if (logits?.Type?.Shape is { Rank: > 0 } ls && ls[ls.Rank - 1].Value is long vv) { vocab = (int)vv; sources.Add($"vocab: {logits.Name} last dim"); }
+
+        var inits = g.Initializers.Where(v => v.Const is not null).ToList();
+        long parameters = inits.Sum(v => v.Const!.ElementCount), bytes = inits.Sum(v => v.Const!.ByteLength);
+        var weightDtype = inits.Where(v => IsFloat(v.Const!.Element)).GroupBy(v => v.Const!.Element)
+            .OrderByDescending(gr => gr.Sum(v => v.Const!.ByteLength)).Select(gr => gr.Key.ShortName()).FirstOrDefault() ?? "?";
+
+        int? hidden = null;
+        long embParams = 0, embBytes = 0;
+        var ids = g.Inputs.FirstOrDefault(v => v.Name == "input_ids");
+        var embed = ids?.Uses.Where(u => u.Node.OpType == "Gather" && u.Index == 1).Select(u => u.Node.Input(0)).FirstOrDefault(v => v?.Const is { Dims.Length: 2 });
+        if (embed is not null)
+        {
+            hidden = (int)embed.Const!.Dims[1];
+            embParams = embed.Const.ElementCount; embBytes = embed.Const.ByteLength;
+            sources.Add($"hidden: embedding table {embed.Name} {embed.Const}");
+        }
+        return new WeightFacts(vocab, parameters, bytes, weightDtype, hidden, embParams, embBytes);
+    }
+
+    /// <summary>
+    /// Derives a card from attention discovery: layers = number of blocks; hidden, heads, kv heads and head_dim read off
+    /// the block (projection weights, reshapes, fused-op attributes); RoPE theta and rotary dim recovered by discovery
+    /// (inv_freq constants or cos caches); trained context from config.json next to the model when it says so, else the
+    /// cos-cache length (the "original max positions"). Vocab, parameters and the embedding table as in
+    /// <see cref="FromModelIo"/>. Returns null with <paramref name="whyNot"/> when no block has a KV cache (an encoder:
+    /// the KV cost model does not apply).
+    /// </summary>
+    public static ArchitectureCard? FromBlocks(Model m, IReadOnlyList<AttentionBlock> blocks, out string? whyNot)
+    {
+        if (blocks.Count == 0) { whyNot = $"{m.DisplayName}: attention discovery found no blocks"; return null; }
+        var first = blocks.FirstOrDefault(b => b.PastKey is not null);
+        if (first is null)
+        {
+            whyNot = $"{m.DisplayName}: {blocks.Count} attention blocks ({blocks[0].Form}) without a KV cache, so it is not a decoder with a cache; architecture card and cost model skipped";
+            return null;
+        }
+        var sources = new List<string>();
+        var forms = string.Join(", ", blocks.Select(b => b.Form).Distinct());
+        if (blocks.Any(b => (b.NumHeads, b.KvNumHeads, b.HeadDim) != (first.NumHeads, first.KvNumHeads, first.HeadDim)))
+            sources.Add("note: layers differ in heads/kv heads/head_dim; the card shows layer " + first.Layer);
+        sources.Add($"layers, heads, kv_heads, head_dim: attention discovery ({blocks.Count} blocks, {forms})");
+        var w = Weights(m, sources);
+        // RoPE cos/sin tables are lookup tables, not weights: one row per token is read, so they stay out of the parameter count
+        var tables = blocks.SelectMany(b => new[] { b.Match.CosCache, b.Match.SinCache }).OfType<Value>()
+            .Where(v => v.IsInitializer && v.Const is not null).Distinct().ToList();
+        long tableParams = tables.Sum(v => v.Const!.ElementCount), tableBytes = tables.Sum(v => v.Const!.ByteLength);
+        if (tables.Count > 0) sources.Add($"parameters exclude {tables.Count} RoPE cos/sin tables ({tableParams:N0} elements)");
+        int? hidden = w.Hidden ?? first.Hidden;
+        if (w.Hidden is null) sources.Add("hidden: query projection input width");
+
+        var rope = first.Rope;
+        double? theta = rope.Present ? rope.Theta : null;
+        int? rotary = rope.Present ? rope.RotaryDim : null;
+        int? trained = null;
+        if (rope.Present) sources.Add($"rope: attention discovery ({rope.Source})");
+        var cfg = ReadConfig(m.SourcePath);
+        var recorded = m.MetadataProps.FirstOrDefault(kv => kv.Key == OriginalMaxPositionsKey).Value;
+        if (cfg is not null && Int(cfg.Value, "trained_max_position", "original_max_position_embeddings", "max_position_embeddings") is int tc) { trained = tc; sources.Add("trained_context: config.json"); }
+        else if (recorded is not null)
+        {
+            trained = int.TryParse(recorded, out var rmp) ? rmp : null;
+            sources.Add($"trained_context: metadata {OriginalMaxPositionsKey} = {recorded} (the cos cache was lengthened by lcc)");
+        }
+        else if (rope.OriginalMaxPositions is int mp) { trained = mp; sources.Add($"trained_context: cos cache length {mp}"); }
+        if (theta is null && cfg is not null && Double(cfg.Value, "rope_theta") is double th) { theta = th; sources.Add("rope_theta: config.json"); }
+
+        var pk = m.Graph.Input(first.PastKey!);
+        int? staticLen = first.KvLayout == "BHSD"
+            ? (pk?.Type?.Shape is { Rank: 4 } s4 && s4[2].Value is long l4 ? (int)l4 : null)
+            : (pk?.Type?.Shape is { Rank: 3 } s3 && s3[1].Value is long l3 ? (int)l3 : null);
+        whyNot = null;
+        return new ArchitectureCard(blocks.Count, hidden, first.NumHeads, first.KvNumHeads, first.HeadDim, w.Vocab, w.Parameters - tableParams, w.Bytes - tableBytes, w.Dtype, theta, rotary, trained)
+        {
+            KvWidth = first.KvNumHeads * first.HeadDim,
+            KvDtype = pk?.Type?.Element.ShortName() ?? w.Dtype,
+            EmbeddingParameters = w.EmbParams,
+            EmbeddingBytes = w.EmbBytes,
+            CosCacheLength = rope.OriginalMaxPositions,
             StaticCacheLength = staticLen,
             Sources = sources,
         };

@@ -79,9 +79,18 @@ public static class FusedAttentionForms
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
         var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(n.Input(7), n.Input(8), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
-        int hidden = Consts.Of(Weight(n.Input(0))) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
-        var m = Handles(n, n.Input(0), n.Input(1), n.Input(2), n.Input(3), n.Input(4), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2),
-            n.Input(9), n.Input(7), n.Input(8), n.Input(5));
+        Value? qIn = n.Input(0), kIn = n.Input(1), positions = n.Input(9), cos = n.Input(7), sin = n.Input(8);
+        if (!rope.Present && !packed && MsRotary.Match(qIn) is { Ok: true } qr && MsRotary.Match(kIn) is { Ok: true } kr)
+        {
+            // RoPE applied outside the op by com.microsoft.RotaryEmbedding on q and k (separate-rope exports)
+            var rot = qr.Bindings!.Node("rot");
+            cos = qr.Bindings["cos"]; sin = qr.Bindings["sin"]; positions = qr.Bindings["positions"];
+            rope = RopeFromCache(cos, sin, rot.IntAttr("interleaved", 0) == 1, rot.IntAttr("rotary_embedding_dim", 0));
+            qIn = qr.Bindings["x"]; kIn = kr.Bindings!["x"];
+        }
+        int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
+        var m = Handles(n, qIn, kIn, n.Input(2), n.Input(3), n.Input(4), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2),
+            positions, cos, sin, n.Input(5));
         return (new AttentionBlock(layer, Gqa, heads, kv, headDim.Value, hidden, true, scale, rope,
             n.Input(3)?.Name, n.Input(4)?.Name, OutName(n, 1), OutName(n, 2), "BHSD", n.Input(5) is { } sk ? GraphFacts.MaskInput(sk) : null, m), MatchResult.Success(Bindings.Empty, 1));
     }

@@ -36,11 +36,30 @@ public static class TorchAttentionForm
             P.Op("Slice", P.Any(x)).ExtraInputs().Named(x + "_lo"))
          .Attr("axis", a => a is { Kind: AttrKind.Int } && a.AsInt() is -1 or 3, "-1");
 
-    /// <summary>x * cos + rotate_half(x) * sin; cos and sin captured (shared by all layers).</summary>
+    /// <summary>GPT-J rotate_every_two: stack(-x[..., 1::2], x[..., ::2], -1).flatten(-2), as Slice(step 2)/Neg/Unsqueeze/Concat/Reshape.</summary>
+    private static OpPattern RotateEveryTwo(string x) =>
+        P.Op("Reshape",
+            P.Op("Concat",
+                P.Op("Unsqueeze", P.Op("Neg", P.Op("Slice", P.Any(x)).ExtraInputs().Named(x + "_odd"))).ExtraInputs(),
+                P.Op("Unsqueeze", P.Op("Slice", P.Any(x)).ExtraInputs().Named(x + "_even")).ExtraInputs())
+             .Attr("axis", a => a is { Kind: AttrKind.Int } && a.AsInt() is -1 or 4, "-1"))
+         .ExtraInputs().Named(x + "_interleaved");
+
+    /// <summary>x * cos + rotate(x) * sin (rotate_half, or rotate_every_two when interleaved); cos and sin captured (shared by all layers).</summary>
     private static Pattern Rope(Pattern x, string name) =>
         P.Op("Add",
             P.Op("Mul", x, P.Any("cos")).Commutative(),
-            P.Op("Mul", RotateHalf(name), P.Any("sin")).Commutative()).Commutative().Named(name + "_rope");
+            P.Op("Mul", P.OneOf(RotateHalf(name), RotateEveryTwo(name)), P.Any("sin")).Commutative()).Commutative().Named(name + "_rope");
+
+    /// <summary>
+    /// Partial rotary (GPT-NeoX, Phi): Concat(rope(x[..., :R]), x[..., R:]) along the head dim. Captures
+    /// <c>{prefix}_rot</c> (the rotated slice) and <c>{prefix}_pass</c>.
+    /// </summary>
+    private static Pattern PartialRope(Pattern heads, string prefix) =>
+        P.Op("Concat",
+            Rope(P.Op("Slice", heads).ExtraInputs().Named(prefix + "_rot"), prefix + "_rot"),
+            P.Op("Slice", heads).ExtraInputs().Named(prefix + "_pass"))
+         .Attr("axis", a => a is { Kind: AttrKind.Int } && a.AsInt() is -1 or 3, "-1").Named(prefix + "_partial");
 
     private static OpPattern RepeatKv(Pattern kv) =>
         P.Op("Reshape", P.Op("Expand", P.Op("Unsqueeze", kv, P.Const(null, t => t.ElementCount == 1 && t.ToInt64s()[0] == 2, "axis 2"))).ExtraInputs()).ExtraInputs();
@@ -54,20 +73,33 @@ public static class TorchAttentionForm
             P.Opt(RepeatKv(P.Any("v_all")), P.Any("v_all")))
         .Named("attn");
 
+    /// <summary>
+    /// q @ K^T with K^T = Transpose(K, [0,1,3,2]) of the BHSD keys (decoders), or K^T taken straight from the head split
+    /// as Transpose(Reshape(x @ Wk), [0,2,3,1]) (HF BERT's key_layer.transpose(-1, -2), exported as one Transpose).
+    /// </summary>
     private static readonly Pattern Scores =
-        P.Op("MatMul", P.Any("q_in"),
-            P.Op("Transpose", P.Opt(RepeatKv(P.Any("k_all")), P.Any("k_all")))
-             .Attr("perm", [0L, 1, 3, 2]))
-        .Named("scores");
+        P.OneOf(
+            P.Op("MatMul", P.Any("q_in"),
+                P.Op("Transpose", P.Opt(RepeatKv(P.Any("k_all")), P.Any("k_all")))
+                 .Attr("perm", [0L, 1, 3, 2]))
+            .Named("scores"),
+            P.Op("MatMul", P.Any("q_in"),
+                P.Op("Transpose", P.Op("Reshape", Projection("k_proj", "k_w"), P.Any("k_shape")).ExtraInputs())
+                 .Attr("perm", [0L, 2, 3, 1]).Named("k_direct"))
+            .Named("scores"));
 
-    private static readonly Pattern Query = P.OneOf(Rope(Heads("q"), "q_heads"), Heads("q"));
-    private static readonly Pattern KeyFresh = P.OneOf(Rope(Heads("k"), "k_heads"), Heads("k"));
+    private static readonly Pattern Query = P.OneOf(PartialRope(Heads("q"), "q"), Rope(Heads("q"), "q_heads"), Heads("q"));
+    private static readonly Pattern KeyFresh = P.OneOf(PartialRope(Heads("k"), "k"), Rope(Heads("k"), "k_heads"), Heads("k"));
     private static readonly Pattern ValueFresh = Heads("v");
     private static readonly Pattern Merge = P.Op("Reshape", P.Op("Transpose", P.Any("attn")).Attr("perm", [0L, 2, 1, 3])).ExtraInputs().Named("merged");
 
     private static readonly Pattern Freqs =
         P.Op("Mul", P.Opt("Cast", P.Opt("Unsqueeze", P.Opt("Cast", P.Any("positions")))), P.Const("inv_freq")).Commutative();
-    private static readonly Pattern CosCore = P.Op("Cos", P.Op("Concat", P.Opt("Cast", Freqs), P.Any()));
+    /// <summary>emb = Concat(f, f) (half-split), or repeat_interleave(f, 2) = Reshape(Concat(Unsqueeze(f, -1) x2, -1)) (interleaved).</summary>
+    private static readonly Pattern CosCore =
+        P.Op("Cos", P.OneOf(
+            P.Op("Concat", P.Opt("Cast", Freqs), P.Any()),
+            P.Op("Reshape", P.Op("Concat", P.Op("Unsqueeze", P.Opt("Cast", Freqs)).ExtraInputs(), P.Any())).ExtraInputs().Named("emb_interleaved")));
     /// <summary>Cos of the frequencies, optionally times a scalar (the cos/sin multiplier of YaRN/LongRoPE, inserted by the rope passes).</summary>
     private static readonly Pattern CosFromFreqs =
         P.Opt("Unsqueeze", P.Opt("Cast", P.OneOf(P.Op("Mul", CosCore, P.Const("cos_mult", t => t.ElementCount == 1, "scalar")).Commutative(), CosCore)));
@@ -103,17 +135,20 @@ public static class TorchAttentionForm
         if (!q.Ok) return (null, q);
         b = q.Bindings!;
 
-        // keys: present = Concat(past, fresh) or fresh
-        var kAll = b["k_all"];
+        // keys: present = Concat(past, fresh) or fresh (or, BERT-style, already matched as K^T straight from the head split)
         Value? pastK = null, presentK = null;
-        Value kFresh = kAll;
-        if (Noise.Skip(kAll)?.Producer is { OpType: "Concat" } kc && kc.Inputs.Count == 2 && kc.Input(0)!.IsGraphInput)
+        if (!b.Has("k_direct"))
         {
-            pastK = kc.Input(0); presentK = kAll; kFresh = kc.Input(1)!;
+            var kAll = b["k_all"];
+            Value kFresh = kAll;
+            if (Noise.Skip(kAll)?.Producer is { OpType: "Concat" } kc && kc.Inputs.Count == 2 && kc.Input(0)!.IsGraphInput)
+            {
+                pastK = kc.Input(0); presentK = kAll; kFresh = kc.Input(1)!;
+            }
+            var kr = KeyFresh.Match(kFresh, b, 5);
+            if (!kr.Ok) return (null, kr);
+            b = kr.Bindings!;
         }
-        var kr = KeyFresh.Match(kFresh, b, 5);
-        if (!kr.Ok) return (null, kr);
-        b = kr.Bindings!;
         var vAll = b["v_all"];
         Value? pastV = null, presentV = null;
         Value vFresh = vAll;
@@ -124,7 +159,7 @@ public static class TorchAttentionForm
         var vr = ValueFresh.Match(vFresh, b, 5);
         if (!vr.Ok) return (null, vr);
         b = vr.Bindings!;
-        if ((pastK is null) != (pastV is null)) return (null, MatchResult.Fail("key and value caches disagree", kAll, 5));
+        if ((pastK is null) != (pastV is null)) return (null, MatchResult.Fail("key and value caches disagree", b.Get("k_all") ?? b["k_direct"], 5));
 
         // head merge and output projection
         var merged = b["attn"].Uses.Select(u => u.Node).Where(n => n.OpType == "Transpose").SelectMany(t => t.Output().Uses).Select(u => u.Node).FirstOrDefault(n => n.OpType == "Reshape")?.Output();
@@ -154,10 +189,15 @@ public static class TorchAttentionForm
         float[]? invFreq = null;
         double ropeMultiplier = 1.0;
         Value? cosCache = null;
-        bool qRope = b.Has("q_heads_rope"), kRope = b.Has("k_heads_rope");
+        bool qRope = b.Has("q_heads_rope") || b.Has("q_rot_rope"), kRope = b.Has("k_heads_rope") || b.Has("k_rot_rope");
         if (qRope != kRope) return (null, MatchResult.Fail("RoPE applied to only one of q and k", b["q_in"], 6));
         if (qRope)
         {
+            bool interleaved = b.Has("q_heads_interleaved") || b.Has("q_rot_interleaved");
+            if (interleaved != (b.Has("k_heads_interleaved") || b.Has("k_rot_interleaved")))
+                return (null, MatchResult.Fail("q and k rotated differently (one interleaved, one half-split)", b["q_in"], 6));
+            if (interleaved && (SliceStep(b.Get("q_heads_odd") ?? b.Get("q_rot_odd")) != 2 || SliceStep(b.Get("q_heads_even") ?? b.Get("q_rot_even")) != 2))
+                return (null, MatchResult.Fail("rotate_every_two slices do not step by 2", b["q_in"], 6));
             var cosV = b["cos"];
             var f = CosFromFreqs.Match(cosV, b, 7);
             if (f.Ok)
@@ -174,7 +214,9 @@ public static class TorchAttentionForm
                         return (null, MatchResult.Fail($"cos is scaled by {ropeMultiplier} but sin is not scaled alike", b["sin"], 7));
                 }
                 positions = GraphFacts.AncestorInputs(f.Bindings!["positions"]).FirstOrDefault();
-                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), (invFreq?.Length ?? 0) * 2, false, null, "inv_freq");
+                if (f.Bindings.Has("emb_interleaved") != interleaved)
+                    return (null, MatchResult.Fail($"cos table layout ({(interleaved ? "half-split" : "repeat-interleaved")}) does not match the rotation ({(interleaved ? "interleaved" : "half-split")})", cosV, 7));
+                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), (invFreq?.Length ?? 0) * 2, interleaved, null, "inv_freq");
             }
             else if (CosFromCache.Match(cosV, b, 7) is { Ok: true } cc)
             {
@@ -182,13 +224,21 @@ public static class TorchAttentionForm
                 var t = Consts.Of(cosCache)!;
                 var rows = t.ToFloats();
                 int cols = (int)t.Dims[^1];
-                // cos(1 * inv_freq[i]) is row 1; the cache holds Concat(f, f), so the first half is the frequencies.
-                invFreq = t.Dims[0] > 1 ? Enumerable.Range(0, cols / 2).Select(i => (float)Math.Acos(Math.Clamp(rows[cols + i], -1f, 1f))).ToArray() : null;
+                // cos(1 * inv_freq[i]) is row 1; the cache holds Concat(f, f) (or f repeated pairwise when interleaved).
+                invFreq = t.Dims[0] > 1 ? Enumerable.Range(0, cols / 2).Select(i => (float)Math.Acos(Math.Clamp(rows[cols + (interleaved ? 2 * i : i)], -1f, 1f))).ToArray() : null;
                 positions = GraphFacts.AncestorInputs(cc.Bindings!["positions"]).FirstOrDefault();
-                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), cols, false, (int)t.Dims[0], "cos_cache");
+                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), cols, interleaved, (int)t.Dims[0], "cos_cache");
             }
             else return (null, f with { Reason = "RoPE cos is neither Cos(positions * inv_freq) nor a gathered cos cache: " + f.Reason });
-            if (rope.RotaryDim != headDim)
+            if (b.Has("q_rot_rope"))
+            {
+                // partial rotary: x[..., :R] rotated, x[..., R:] passed through; R must be what the frequencies say
+                if (SliceRange(b["q_rot"]) is not (0, long rEnd) || SliceRange(b["q_pass"]) is not (long pStart, _) || rEnd != rope.RotaryDim || pStart != rope.RotaryDim
+                    || SliceRange(b["k_rot"]) is not (0, long kEnd) || kEnd != rope.RotaryDim)
+                    return (null, MatchResult.Fail($"partial-rotary slices do not split the head at the rotary dim {rope.RotaryDim}", b["q_rot"], 7));
+                if (rope.RotaryDim >= headDim) return (null, MatchResult.Fail($"partial rotary dim {rope.RotaryDim} is not below head_dim {headDim}", b["q_rot"], 7));
+            }
+            else if (rope.RotaryDim != headDim)
                 return (null, MatchResult.Fail($"rotary dim {rope.RotaryDim} differs from head_dim {headDim} without a partial-rotary split", cosV, 7));
         }
 
@@ -204,6 +254,19 @@ public static class TorchAttentionForm
             pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, "BHSD", GraphFacts.MaskInput(mask), match);
         return (block, MatchResult.Success(b, 8));
     }
+
+    /// <summary>(start, end) of a one-axis Slice on the last (head) axis with step 1, when constant.</summary>
+    private static (long, long)? SliceRange(Value v)
+    {
+        if (Noise.Skip(v)?.Producer is not { OpType: "Slice" } s || Consts.Ints(s.Input(1)) is not [long start] || Consts.Ints(s.Input(2)) is not [long end]) return null;
+        if (s.Input(3) is { } ax && Consts.Ints(ax) is not ([3] or [-1])) return null;
+        if (s.Input(4) is { } st && Consts.Ints(st) is not [1]) return null;
+        return (start, end);
+    }
+
+    /// <summary>Step of a Slice (1 when omitted; null when not constant).</summary>
+    private static long? SliceStep(Value? v) =>
+        Noise.Skip(v)?.Producer is { OpType: "Slice" } s ? (s.Input(4) is { } st ? Consts.Ints(st) is [long x] ? x : null : 1) : null;
 
     /// <summary>Nodes on paths from the <paramref name="stops"/> to <paramref name="output"/> (exclusive of the stops' producers).</summary>
     private static List<Node> CollectBetween(Value output, IEnumerable<Value> stops)

@@ -51,6 +51,16 @@ public sealed class Rewriter
 
     private sealed class Reset(Action a) : IDisposable { public void Dispose() => a(); }
 
+    /// <summary>Sets (or replaces) a model metadata_props entry: facts a pass wants to travel with the ONNX file.</summary>
+    public void SetMetadata(string key, string value)
+    {
+        int i = Model.MetadataProps.FindIndex(kv => kv.Key == key);
+        if (i >= 0 && Model.MetadataProps[i].Value == value) return;
+        if (i >= 0) Model.MetadataProps[i] = new(key, value);
+        else Model.MetadataProps.Add(new(key, value));
+        Step($"metadata {key} = {value}");
+    }
+
     /// <summary>A model-wide unique name derived from <paramref name="hint"/>.</summary>
     public string UniqueName(string hint)
     {
