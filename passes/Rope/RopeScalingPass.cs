@@ -56,7 +56,12 @@ public abstract class RopeScalingPass : IPass
                 (search.Checked.Count == 0 ? "no Cos/Sin, RotaryEmbedding or GroupQueryAttention nodes (none in the graph)" : string.Join(", ", search.Checked.Take(12)) + (search.Checked.Count > 12 ? $" and {search.Checked.Count - 12} more" : "")) +
                 (search.Rejected.Count > 0 ? "; rejected: " + string.Join("; ", search.Rejected.Take(4)) : "") + "; remove --rope for models without RoPE");
 
-        double? trained = ReadInt(ctx, "trained-context") ?? search.Sites.OfType<CacheSite>().Select(c => (double?)c.Rows).FirstOrDefault() ?? ConfigTrainedContext(model);
+        if (model.MetadataProps.FirstOrDefault(kv => kv.Key == AppliedKey) is { Key: not null } prev && ctx.Option("force", "false") is not ("true" or "1"))
+            throw new CompileException($"{model.DisplayName}: RoPE was already scaled by lcc ({prev.Value}); scaling again would compound the factors: compile the original model instead (or add --force-rope)");
+        // The model's own statement of its trained length wins over cache sizes: a cache may be longer than training
+        // (lcc's canonical caches are 32k rows), while config.json / lcc metadata say what the model was trained at.
+        double? trained = ReadInt(ctx, "trained-context") ?? MetadataTrainedContext(model) ?? ConfigTrainedContext(model)
+            ?? search.Sites.OfType<CacheSite>().Select(c => (double?)c.Rows).FirstOrDefault();
         if (trained is not { } lt)
             throw new CompileException($"{model.DisplayName}: cannot tell the trained context of {search.Sites[0].Where} (no cos/sin cache, no config.json); give --trained-context N");
         double context = ReadInt(ctx, "context") ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
@@ -94,8 +99,17 @@ public abstract class RopeScalingPass : IPass
             ["options"] = ctx.Options.Where(kv => kv.Key is not ("context" or "trained-context")).ToDictionary(kv => kv.Key, kv => kv.Value),
             ["sites"] = applied,
         };
+        ctx.Rewriter.SetMetadata(AppliedKey, $"{Name} context={context} trained={lt}");
         ctx.Note($"{Name}: context {context} / trained {lt} (s = {applied[0]["scale"]:G6}), cos/sin x {applied[0]["cos_sin_multiplier"]:G6}");
     }
+
+    /// <summary>Model metadata key recording that RoPE was scaled (guards against compounding a second scaling).</summary>
+    public const string AppliedKey = "longctx.rope";
+
+    /// <summary>The trained length recorded by canonicalize-attention (longctx.original_max_positions), if any.</summary>
+    internal static double? MetadataTrainedContext(Model model) =>
+        model.MetadataProps.FirstOrDefault(kv => kv.Key == LongCtx.Compiler.Analysis.ArchitectureCard.OriginalMaxPositionsKey) is { Key: not null } kv
+        && double.TryParse(kv.Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v > 0 ? v : null;
 
     private void RewriteInvFreq(Model model, InvFreqSite f, RopeSetting p, RopeTables tables, PassContext ctx)
     {

@@ -153,4 +153,13 @@ public sealed class RopeSnapshotTests
         RopeFixture.Apply(y, "yarn", Options("yarn", 128));
         Assert.That(RopeLocator.Find(y).Sites, Is.Empty, "YaRN tables are not a plain geometric basis");
     }
+
+    [Test]
+    public void SecondScaling_IsRefused_UnlessForced()
+    {
+        var m = TinyRope.TorchForm();
+        RopeFixture.Apply(m, "ntk", Options("ntk", 128));
+        var ex = Assert.Throws<CompileException>(() => RopeFixture.Apply(m, "ntk", Options("ntk", 128)));
+        Assert.That(ex!.Message, Does.Contain("already scaled").And.Contain("compound"));
+    }
 }
