@@ -59,7 +59,7 @@ public static class ModelInspector
         var ext = inits.Where(v => v.Const!.Source is ExternalSource).GroupBy(v => ((ExternalSource)v.Const!.Source).Path)
             .Select(g => new ExternalFileInfo(Path.GetFileName(g.Key), new FileInfo(g.Key).Length, g.Count())).ToList();
         return new InspectReport(
-            m.DisplayName, m.IrVersion, (m.ProducerName + " " + m.ProducerVersion).Trim(), new SortedDictionary<string, long>(m.Opsets, StringComparer.Ordinal),
+            m.SourcePath ?? m.DisplayName, m.IrVersion, (m.ProducerName + " " + m.ProducerVersion).Trim(), new SortedDictionary<string, long>(m.Opsets, StringComparer.Ordinal),
             m.Graph.Inputs.Where(v => !v.IsInitializer).Select(Io).ToList(), m.Graph.Outputs.Select(Io).ToList(),
             m.Graph.AllNodes().Count(), hist,
             inits.Sum(v => v.Const!.ElementCount), inits.Sum(v => v.Const!.ByteLength), byType, ext, subgraphs);
