@@ -155,7 +155,8 @@ public sealed class LongCtxModel : IDisposable
     /// <summary>
     /// Picks the KV-cache manager. Shared (explicit or auto) needs every layer's past/present to be a
     /// GroupQueryAttention's own (read from the graph), then a probe: [1, 2] then [3] then [4] through a shared buffer
-    /// must give the concat cache's logits. Auto falls back to concat with a note; explicit shared fails clearly.
+    /// must give the concat cache's logits. Auto falls back to concat with a note (<see cref="KvCacheNote"/>, logged when
+    /// the graph has GroupQueryAttention at all); explicit shared fails clearly.
     /// </summary>
     private void ChooseKvCache(RuntimeOptions options, string modelPath, Action<string> log)
     {
@@ -163,15 +164,21 @@ public sealed class LongCtxModel : IDisposable
         SharedBufferGrows = options.MaxContext is null;
         if (options.KvCache == KvCacheMode.Concat) { KvCache = KvCacheMode.Concat; return; }
         string? why;
-        try { why = SharedBufferKvCache.Check(Contract, OnnxGraphScan.Read(modelPath)); }
+        bool hasGqa = false;
+        try
+        {
+            var graph = OnnxGraphScan.Read(modelPath);
+            hasGqa = graph.Nodes.Any(n => n.OpType == "GroupQueryAttention");
+            why = SharedBufferKvCache.Check(Contract, graph);
+        }
         catch (Exception e) when (e is InvalidDataException or EndOfStreamException) { why = "graph not readable: " + e.Message; }
-        if (why is null) why = ProbeShared();
+        if (why is null) { why = ProbeShared(); hasGqa = true; }
         if (why is null) { KvCache = KvCacheMode.Shared; return; }
         if (options.KvCache == KvCacheMode.Shared)
             throw new RuntimeException($"{Name}: --kv-cache shared is not possible: {why}; use --kv-cache concat");
         KvCache = KvCacheMode.Concat;
         KvCacheNote = $"{Name}: KV cache is concatenated each step (no shared past/present buffer: {why})";
-        log("note: " + KvCacheNote);
+        if (hasGqa) log("note: " + KvCacheNote); // models without GroupQueryAttention never share: nothing to say on every load
     }
 
     private string? ProbeShared()

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using LongCtx.Cli;
 using LongCtx.Compiler;
 using LongCtx.Models;
 using LongCtx.Passes;
@@ -60,7 +62,7 @@ public sealed class SharedBufferTests
         using var o = Load(orig, KvCacheMode.Auto, log: log);
         Assert.That(o.KvCache, Is.EqualTo(KvCacheMode.Concat));
         Assert.That(o.KvCacheNote, Does.Contain("no shared past/present buffer").And.Contain("'past_key_values.0.key' is read by").And.Contain("not by one com.microsoft.GroupQueryAttention"));
-        Assert.That(log, Has.Some.Contains("KV cache is concatenated each step"));
+        Assert.That(log, Has.None.Contains("KV cache"), "no GroupQueryAttention in the original: the note is kept, not logged on every load");
         var e = Assert.Throws<RuntimeException>(() => Load(orig, KvCacheMode.Shared).Dispose())!;
         Assert.That(e.Message, Does.Contain("--kv-cache shared is not possible").And.Contain("past_key_values.0.key"));
     }
@@ -166,5 +168,33 @@ public sealed class SharedBufferTests
         using var a = m.CreateGenerator();
         using var b = concat.CreateGenerator();
         Assert.That(a.Generate(prompt, opts), Is.EqualTo(b.Generate(prompt, opts)));
+    }
+
+    [Test]
+    public void Bench_SharedVsConcat_SideBySide_AndBadKvOption()
+    {
+        string json = Path.Combine(_tmp, "b.json"), png = Path.Combine(_tmp, "b.png");
+        var (o, e) = (Console.Out, Console.Error);
+        var out1 = new StringWriter(); var err1 = new StringWriter();
+        Console.SetOut(out1); Console.SetError(err1);
+        int rc, bad;
+        try
+        {
+            rc = Program.BuildRoot().Parse(["bench", _demoCompiled, "--baseline", _demoCompiled, "--baseline-kv-cache", "concat", "--lengths", "24",
+                "--decode", "3", "--reps", "1", "--ep", "cpu", "--json-out", json, "--plot", png]).Invoke();
+            bad = Program.BuildRoot().Parse(["run", _demoCompiled, "--prompt-ids", "1,2", "--ep", "cpu", "--kv-cache", "paged"]).Invoke();
+        }
+        finally { Console.SetOut(o); Console.SetError(e); }
+        Assert.That(rc, Is.EqualTo(0), err1.ToString());
+        Assert.That(out1.ToString(), Does.Contain("baseline demo-c [concat kv]").And.Contain("demo-c [shared kv]"));
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToArray();
+        Assert.That(rows, Has.Length.EqualTo(2));
+        Assert.That(rows[0].GetProperty("kv_bytes").GetInt64(), Is.EqualTo((24 + 3) * 2L * 2 * 2 * 16 * 4), "concat: held tokens only");
+        Assert.That(rows[1].GetProperty("kv_bytes").GetInt64(), Is.EqualTo(LongCtxModel.DefaultSharedBufferLength * 2L * 2 * 2 * 16 * 4), "shared: the whole buffer (default 4096 tokens)");
+        Assert.That(rows[1].GetProperty("vs_baseline").GetProperty("max_abs_diff").GetDouble(), Is.LessThan(1e-4));
+        Assert.That(rows[1].GetProperty("vs_baseline").GetProperty("top1_agreement").GetDouble(), Is.EqualTo(1));
+        Assert.That(bad, Is.EqualTo(1));
+        Assert.That(err1.ToString(), Does.Contain("lcc: error: unknown KV cache 'paged': use auto, concat or shared"));
     }
 }
