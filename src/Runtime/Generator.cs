@@ -33,11 +33,11 @@ public sealed class Generator : IDisposable
     private readonly LongCtxModel _model;
     private readonly DecoderContract _c;
 
-    internal Generator(LongCtxModel model)
+    internal Generator(LongCtxModel model, KvCacheManager cache)
     {
         _model = model;
         _c = model.Contract;
-        Cache = KvCacheManager.Create(_c);
+        Cache = cache;
     }
 
     public KvCacheManager Cache { get; }
@@ -113,7 +113,12 @@ public sealed class Generator : IDisposable
             using var ro = new RunOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
             using var reg = ct.CanBeCanceled ? ct.Register(() => ro.Terminate = true) : default;
             IReadOnlyList<OrtValue> outputs;
-            try { outputs = _model.UseIoBinding ? _model.RunBound(ro, names, values, outNames) : _model.Run(ro, names, values, outNames); }
+            try
+            {
+                outputs = Cache.OutputBuffers is { } buffers ? _model.RunBound(ro, names, values, outNames, buffers)
+                    : _model.UseIoBinding ? _model.RunBound(ro, names, values, outNames)
+                    : _model.Run(ro, names, values, outNames);
+            }
             catch (OnnxRuntimeException e)
             {
                 ct.ThrowIfCancellationRequested();
@@ -166,7 +171,7 @@ public sealed class Generator : IDisposable
             if (stops.Contains(tok)) { LastFinishReason = FinishReason.StopToken; yield break; }
             yield return tok;
             if (i + 1 >= o.MaxNewTokens) { LastFinishReason = FinishReason.MaxNewTokens; yield break; }
-            if (_model.MaxContext is { } m && Length + 1 > m) { LastFinishReason = FinishReason.ContextFull; yield break; }
+            if (Cap is { } m && Length + 1 > m) { LastFinishReason = FinishReason.ContextFull; yield break; }
             logits = Forward([tok], ct);
         }
     }
@@ -185,9 +190,14 @@ public sealed class Generator : IDisposable
                 throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {Length + i} is outside the vocabulary [0, {_c.VocabSize})");
     }
 
+    /// <summary>Most tokens this generator can hold: the model's context or its cache's capacity, whichever is smaller.</summary>
+    private int? Cap => Cache.Capacity is { } c ? (_model.MaxContext is { } m ? Math.Min(c, m) : c) : _model.MaxContext;
+
     private void CheckFits(int newTokens)
     {
-        int? cap = Cache.Capacity is { } c ? (_model.MaxContext is { } m ? Math.Min(c, m) : c) : _model.MaxContext;
+        int? cap = Cap;
+        if (cap is { } b && Length + newTokens > b && Cache is SharedBufferKvCache && Cache.Capacity == b && !(_model.MaxContext <= b))
+            throw new ArgumentException($"{_model.Name}: {Length} cached + {newTokens} new tokens exceed the shared KV buffer of {b} tokens; raise --max-context (RuntimeOptions.MaxContext) or use --kv-cache concat");
         if (cap is { } k && Length + newTokens > k)
             throw new ArgumentException($"{_model.Name}: {Length} cached + {newTokens} new tokens exceed the model's context of {k} tokens");
     }

@@ -40,6 +40,12 @@ public abstract class KvCacheManager : IDisposable
     /// <summary>Takes ownership of the step's cache outputs (in <see cref="OutputNames"/> order).</summary>
     public abstract void Accept(IReadOnlyList<OrtValue> outputs, int newTokens);
 
+    /// <summary>
+    /// Values the runtime binds to the cache outputs (in <see cref="OutputNames"/> order) so the graph writes them in
+    /// place, or null when the runtime allocates the outputs and hands them to <see cref="Accept"/>.
+    /// </summary>
+    public virtual IReadOnlyList<OrtValue>? OutputBuffers => null;
+
     /// <summary>Forgets every cached token.</summary>
     public abstract void Clear();
 

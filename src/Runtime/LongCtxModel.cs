@@ -54,6 +54,21 @@ public sealed class LongCtxModel : IDisposable
     /// <summary>Where KV-cache outputs live between steps when <see cref="UseIoBinding"/> is on.</summary>
     internal OrtMemoryInfo KvMemory { get; }
 
+    /// <summary>The KV-cache manager generators get: <see cref="KvCacheMode.Shared"/> or <see cref="KvCacheMode.Concat"/> (the contract's own cache: concat or static).</summary>
+    public KvCacheMode KvCache { get; private set; } = KvCacheMode.Concat;
+
+    /// <summary>Why the shared KV buffer is not used (auto mode), or null.</summary>
+    public string? KvCacheNote { get; private set; }
+
+    /// <summary>Initial length in tokens of each generator's shared KV buffer.</summary>
+    public int SharedBufferLength { get; private set; }
+
+    /// <summary>Whether shared buffers double when full (no explicit --max-context, host memory).</summary>
+    public bool SharedBufferGrows { get; private set; }
+
+    /// <summary>Default shared buffer length when neither the options nor the model give one.</summary>
+    public const int DefaultSharedBufferLength = 4096;
+
     /// <summary>Whether a multi-token chunk may follow a non-empty past (probed on load).</summary>
     public bool SupportsChunkedPrefill { get; private set; } = true;
 
@@ -63,7 +78,17 @@ public sealed class LongCtxModel : IDisposable
     /// <summary>One-line notes gathered while loading (EP fallbacks, prefill mode).</summary>
     public IReadOnlyList<string> Notes => _notes;
 
-    public Generator CreateGenerator() => new(this);
+    public Generator CreateGenerator() => new(this, CreateCache());
+
+    /// <summary>A generator on a cache the caller built (a custom <see cref="KvCacheManager"/>); the generator owns it.</summary>
+    public Generator CreateGenerator(KvCacheManager cache) =>
+        ReferenceEquals(cache.Contract, Contract) ? new(this, cache) : throw new ArgumentException($"{Name}: the cache was built for another model's contract");
+
+    /// <summary>A fresh cache of the kind this model's generators use.</summary>
+    public KvCacheManager CreateCache() => KvCache == KvCacheMode.Shared
+        ? new SharedBufferKvCache(Contract, Name, SharedBufferLength, SharedBufferGrows, MaxContext,
+            Provider == ExecutionProviderKind.Cpu ? null : new OrtAllocator(_session, KvMemory))
+        : KvCacheManager.Create(Contract);
 
     /// <summary>
     /// Loads a bare .onnx or a compiled folder (model.onnx [+ data] + longctx.json). Registers
@@ -109,6 +134,7 @@ public sealed class LongCtxModel : IDisposable
             var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
             var tokenizer = Tokenizers.TryLoad(dir);
             var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, runtimeConfig, opsets, tokenizer, options);
+            model.ChooseKvCache(options, modelPath, log);
             if (options.ProbeChunkedPrefill) model.ProbeChunking(log);
             return model;
         }
@@ -124,6 +150,57 @@ public sealed class LongCtxModel : IDisposable
         var asmDir = Path.GetDirectoryName(typeof(LongCtxModel).Assembly.Location);
         var candidate = string.IsNullOrEmpty(asmDir) ? null : Path.Combine(asmDir, SessionFactory.CustomOpLibraryName);
         return candidate is not null && File.Exists(candidate) ? candidate : Path.Combine(AppContext.BaseDirectory, SessionFactory.CustomOpLibraryName);
+    }
+
+    /// <summary>
+    /// Picks the KV-cache manager. Shared (explicit or auto) needs every layer's past/present to be a
+    /// GroupQueryAttention's own (read from the graph), then a probe: [1, 2] then [3] then [4] through a shared buffer
+    /// must give the concat cache's logits. Auto falls back to concat with a note (<see cref="KvCacheNote"/>, logged when
+    /// the graph has GroupQueryAttention at all); explicit shared fails clearly.
+    /// </summary>
+    private void ChooseKvCache(RuntimeOptions options, string modelPath, Action<string> log)
+    {
+        SharedBufferLength = options.MaxContext ?? Math.Min(DefaultSharedBufferLength, MaxContext ?? DefaultSharedBufferLength);
+        SharedBufferGrows = options.MaxContext is null;
+        if (options.KvCache == KvCacheMode.Concat) { KvCache = KvCacheMode.Concat; return; }
+        string? why;
+        bool hasGqa = false;
+        try
+        {
+            var graph = OnnxGraphScan.Read(modelPath);
+            hasGqa = graph.Nodes.Any(n => n.OpType == "GroupQueryAttention");
+            why = SharedBufferKvCache.Check(Contract, graph);
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException) { why = "graph not readable: " + e.Message; }
+        if (why is null) { why = ProbeShared(); hasGqa = true; }
+        if (why is null) { KvCache = KvCacheMode.Shared; return; }
+        if (options.KvCache == KvCacheMode.Shared)
+            throw new RuntimeException($"{Name}: --kv-cache shared is not possible: {why}; use --kv-cache concat");
+        KvCache = KvCacheMode.Concat;
+        KvCacheNote = $"{Name}: KV cache is concatenated each step (no shared past/present buffer: {why})";
+        if (hasGqa) log("note: " + KvCacheNote); // models without GroupQueryAttention never share: nothing to say on every load
+    }
+
+    private string? ProbeShared()
+    {
+        if (VocabSize < 5) return null;
+        try
+        {
+            using var shared = new Generator(this, new SharedBufferKvCache(Contract, Name, 8));
+            using var concat = new Generator(this, KvCacheManager.Create(Contract));
+            int[][] steps = [[1, 2], [3], [4]];
+            float tol0 = Contract.LogitsType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16 ? 2e-2f : 1e-4f;
+            foreach (var ids in steps)
+            {
+                var a = shared.Forward(ids);
+                var b = concat.Forward(ids);
+                float tol = tol0 * (1 + b.Max(Math.Abs));
+                float diff = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+                if (!(diff <= tol)) return $"probe logits differ from the concat cache by {diff:G3} after {shared.Length} tokens";
+            }
+            return null;
+        }
+        catch (RuntimeException e) { return SessionFactory.FirstLine(e.Message.StartsWith(Name + ": ") ? e.Message[(Name.Length + 2)..] : e.Message); }
     }
 
     /// <summary>
@@ -159,14 +236,19 @@ public sealed class LongCtxModel : IDisposable
         IReadOnlyCollection<OrtValue> values, IReadOnlyCollection<string> outputs)
         => _session.Run(ro, names, values, outputs).ToArray(); // the caller owns (and disposes) each value
 
-    /// <summary>Runs with an IOBinding: logits to host memory, cache outputs to <see cref="KvMemory"/>. Outputs in <paramref name="outputs"/> order.</summary>
+    /// <summary>
+    /// Runs with an IOBinding: logits to host memory, cache outputs to <see cref="KvMemory"/>, or into
+    /// <paramref name="buffers"/> when given (the shared past/present buffers). Outputs in <paramref name="outputs"/> order.
+    /// </summary>
     internal IReadOnlyList<OrtValue> RunBound(RunOptions ro, IReadOnlyList<string> names,
-        IReadOnlyList<OrtValue> values, IReadOnlyList<string> outputs)
+        IReadOnlyList<OrtValue> values, IReadOnlyList<string> outputs, IReadOnlyList<OrtValue>? buffers = null)
     {
         using var binding = _session.CreateIoBinding();
         for (int i = 0; i < names.Count; i++) binding.BindInput(names[i], values[i]);
         binding.BindOutputToDevice(outputs[0], OrtMemoryInfo.DefaultInstance);
-        for (int i = 1; i < outputs.Count; i++) binding.BindOutputToDevice(outputs[i], KvMemory);
+        for (int i = 1; i < outputs.Count; i++)
+            if (buffers is not null) binding.BindOutput(outputs[i], buffers[i - 1]);
+            else binding.BindOutputToDevice(outputs[i], KvMemory);
         binding.SynchronizeBoundInputs();
         _session.RunWithBinding(ro, binding);
         binding.SynchronizeBoundOutputs();

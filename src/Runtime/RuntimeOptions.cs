@@ -37,10 +37,30 @@ public sealed record RuntimeOptions
     /// </summary>
     public bool? IoBinding { get; init; }
 
+    /// <summary>
+    /// KV-cache manager: Auto uses one shared past/present buffer per layer when every attention is a
+    /// GroupQueryAttention fed directly by the past inputs (checked on load, else concat with a note).
+    /// </summary>
+    public KvCacheMode KvCache { get; init; } = KvCacheMode.Auto;
+
+    /// <summary>
+    /// Length in tokens of the shared KV buffer (a prompt plus generated tokens beyond it is an error). Null: 4096
+    /// (or the model's max context when smaller), doubled on demand up to the model's max context (host memory only).
+    /// </summary>
+    public int? MaxContext { get; init; }
+
     /// <summary>Receives one-line notes (EP fallbacks, prefill mode). Null: written to stderr.</summary>
     public Action<string>? Log { get; init; }
 
     public static RuntimeOptions Default { get; } = new();
+
+    public static KvCacheMode ParseKvCache(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "auto" => KvCacheMode.Auto,
+        "concat" => KvCacheMode.Concat,
+        "shared" => KvCacheMode.Shared,
+        _ => throw new ArgumentException($"unknown KV cache '{s}': use auto, concat or shared"),
+    };
 
     public static ExecutionProviderKind ParseProvider(string s) => s.Trim().ToLowerInvariant() switch
     {

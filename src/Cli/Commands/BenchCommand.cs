@@ -17,6 +17,7 @@ internal static class BenchCommand
     {
         var model = new Argument<string>("model") { Description = "model .onnx or compiled folder" };
         var baseline = new Option<string?>("--baseline") { Description = "a second model measured side by side; fidelity is reported against it" };
+        var baselineKv = new Option<string?>("--baseline-kv-cache") { Description = "KV cache of the baseline (auto|concat|shared; default: --kv-cache); e.g. the same model with --baseline-kv-cache concat" };
         var lengths = new Option<string>("--lengths") { Description = "prompt lengths, e.g. 256,512,1k,4k", DefaultValueFactory = _ => "256,512,1k,4k" };
         var decode = new Option<int>("--decode") { Description = "decode steps timed per length", DefaultValueFactory = _ => 32 };
         var reps = new Option<int>("--reps") { Description = "repetitions per length (median and min-max are reported)", DefaultValueFactory = _ => 3 };
@@ -26,7 +27,7 @@ internal static class BenchCommand
         var plot = new Option<FileInfo?>("--plot") { Description = "PNG plot of prefill time and peak memory against length (default: bench.png)" };
         var rt = new RuntimeCliOptions();
         var cmd = new Command("bench", "Prefill/decode speed, KV bytes, peak memory and (with --baseline) logit fidelity per prompt length")
-            { model, baseline, lengths, decode, reps, chunk, seed, jsonOut, plot };
+            { model, baseline, baselineKv, lengths, decode, reps, chunk, seed, jsonOut, plot };
         rt.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
@@ -34,18 +35,22 @@ internal static class BenchCommand
             int nDecode = pr.GetValue(decode), nReps = Math.Max(1, pr.GetValue(reps)), nChunk = pr.GetValue(chunk), s = pr.GetValue(seed);
             var opts = rt.Build(pr);
             using var cand = RuntimeCliOptions.Load(pr.GetValue(model)!, opts);
-            using var basem = pr.GetValue(baseline) is { } b ? RuntimeCliOptions.Load(b, opts) : null;
+            var baseOpts = pr.GetValue(baselineKv) is { } bk ? opts with { KvCache = RuntimeOptions.ParseKvCache(bk) } : opts;
+            using var basem = pr.GetValue(baseline) is { } b ? RuntimeCliOptions.Load(b, baseOpts) : null;
+            // rows name the KV cache when the two sides differ in it
+            string Tag(LongCtxModel m) => basem is not null && basem.KvCache != cand.KvCache ? $" [{m.KvCache.ToString().ToLowerInvariant()} kv]" : "";
             var rows = new List<BenchRow>();
             foreach (var len in lens)
             {
                 if (basem is not null)
                 {
                     var br = Benchmark.Measure(basem, len, nDecode, nReps, nChunk, s, ct);
-                    br = br with { Model = "baseline " + br.Model };
+                    br = br with { Model = "baseline " + br.Model + Tag(basem) };
                     rows.Add(br);
                     Console.Error.WriteLine(Line(br));
                 }
                 var row = Benchmark.Measure(cand, len, nDecode, nReps, nChunk, s, ct);
+                row = row with { Model = row.Model + Tag(cand) };
                 if (basem is not null) row = row with { VsBaseline = Benchmark.Compare(basem, cand, len, Math.Min(nDecode, 8), nChunk, s, ct) };
                 rows.Add(row);
                 Console.Error.WriteLine(Line(row));

@@ -12,7 +12,10 @@ internal sealed class RuntimeCliOptions
     public Option<string?> CustomOps { get; } = new("--custom-ops") { Description = "path of liblongctx_ops.so (default: next to lcc)" };
     public Option<string> IoBinding { get; } = new("--io-binding") { Description = "keep the KV cache in the provider's memory via IOBinding: auto (GPU providers)|on|off", DefaultValueFactory = _ => "auto" };
 
-    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); }
+    public Option<string> KvCache { get; } = new("--kv-cache") { Description = "KV cache: auto (one shared past/present buffer per layer when the model's attention allows it, else concat)|concat|shared", DefaultValueFactory = _ => "auto" };
+    public Option<int?> MaxContext { get; } = new("--max-context") { Description = "length in tokens of the shared KV buffer (default 4096, doubled on demand)" };
+
+    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); c.Add(KvCache); c.Add(MaxContext); }
 
     public RuntimeOptions Build(ParseResult pr) => new()
     {
@@ -27,6 +30,8 @@ internal sealed class RuntimeCliOptions
             "off" or "false" => false,
             var v => throw new ArgumentException($"--io-binding {v}: use auto, on or off"),
         },
+        KvCache = RuntimeOptions.ParseKvCache(pr.GetValue(KvCache) ?? "auto"),
+        MaxContext = pr.GetValue(MaxContext) is { } mc ? (mc > 0 ? mc : throw new ArgumentException($"--max-context {mc}: must be a positive number of tokens")) : null,
         Log = s => Console.Error.WriteLine("lcc: " + s),
     };
 
