@@ -131,16 +131,5 @@ internal sealed class OnnxGraphScan
 
     private static string ReadString(Stream s) => System.Text.Encoding.UTF8.GetString(ReadBytes(s));
 
-    private static ulong ReadVarint(Stream s)
-    {
-        ulong v = 0;
-        for (int shift = 0; shift < 64; shift += 7)
-        {
-            int b = s.ReadByte();
-            if (b < 0) throw new EndOfStreamException("truncated ONNX file");
-            v |= (ulong)(b & 0x7f) << shift;
-            if ((b & 0x80) == 0) return v;
-        }
-        throw new InvalidDataException("malformed varint");
-    }
+    private static ulong ReadVarint(Stream s) => OnnxHeader.ReadVarint(s);
 }

@@ -57,7 +57,8 @@ internal static class OnnxHeader
         return (domain, version);
     }
 
-    private static ulong ReadVarint(Stream s)
+    /// <summary>One protobuf base-128 varint (shared with <see cref="OnnxGraphScan"/>).</summary>
+    internal static ulong ReadVarint(Stream s)
     {
         ulong v = 0;
         for (int shift = 0; shift < 64; shift += 7)
