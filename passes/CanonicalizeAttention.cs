@@ -41,7 +41,32 @@ public sealed class CanonicalizeAttention : IPass
     /// <summary>Model metadata key: rows of the model's own cos cache before this pass made longer ones ("unknown" when it had none).</summary>
     public const string OriginalMaxPositionsKey = ArchitectureCard.OriginalMaxPositionsKey;
 
+    /// <summary>Model metadata key a context-extension pass sets to the length the model is being compiled for.</summary>
+    public const string TargetContextKey = "longctx.context";
+
+    private static int TargetContext(Model model) =>
+        model.MetadataProps.FirstOrDefault(kv => kv.Key == TargetContextKey).Value is { } v && int.TryParse(v, out int n) ? n : 0;
+
+    /// <summary>
+    /// The longest sequence the rewritten model can take: GroupQueryAttention reads RoPE rows by position, so the
+    /// shortest cos cache bounds it. Written to longctx.json ("runtime.max_context"), which the runtime enforces.
+    /// </summary>
+    private static void RecordMaxContext(Model model, PassContext ctx)
+    {
+        var rows = model.Graph.Nodes
+            .Where(n => n.OpType == "GroupQueryAttention" && n.Domain == "com.microsoft" && n.IntAttr("do_rotary", 0) == 1)
+            .Select(n => n.Input(7)?.Const?.Dims is { Length: 2 } d ? (long?)d[0] : null)
+            .Where(r => r is not null).ToList();
+        if (rows.Count > 0) ctx.RuntimeConfig["max_context"] = rows.Min();
+    }
+
     public void Run(Model model, PassContext ctx)
+    {
+        try { RunBlocks(model, ctx); }
+        finally { RecordMaxContext(model, ctx); }
+    }
+
+    private void RunBlocks(Model model, PassContext ctx)
     {
         var found = AttentionDiscovery.Discover(model);
         foreach (var u in found.Unrecognised) ctx.Note("not recognised: " + u);
@@ -225,7 +250,8 @@ public sealed class CanonicalizeAttention : IPass
             // the generated caches are longer than what the model was trained on: say so, so that lcc inspect does
             // not take their length for the trained context
             rw.SetMetadata(OriginalMaxPositionsKey, b.Rope.OriginalMaxPositions?.ToString() ?? "unknown");
-            int maxPos = int.Parse(ctx.Option("max-positions", Math.Max(DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0).ToString()));
+            // rows: at least 32k, the model's own length, and the context a RoPE-scaling pass extended it to
+            int maxPos = int.Parse(ctx.Option("max-positions", new[] { DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0, TargetContext(model) }.Max().ToString()));
             var inv = m.InvFreq!;
             string key = $"rope:{maxPos}:{elem}:{m.RopeMultiplier:R}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";
             if (!shared.TryGetValue(key, out cos))

@@ -100,6 +100,7 @@ public abstract class RopeScalingPass : IPass
             ["sites"] = applied,
         };
         ctx.Rewriter.SetMetadata(AppliedKey, $"{Name} context={context} trained={lt}");
+        ctx.Rewriter.SetMetadata(CanonicalizeAttention.TargetContextKey, ((long)context).ToString(System.Globalization.CultureInfo.InvariantCulture));
         ctx.Note($"{Name}: context {context} / trained {lt} (s = {applied[0]["scale"]:G6}), cos/sin x {applied[0]["cos_sin_multiplier"]:G6}");
     }
 

@@ -24,7 +24,7 @@ public sealed record SourceInfo(string Path, string Sha256, long Bytes);
 /// <summary>The manifest written next to a compiled model (longctx.json).</summary>
 public sealed record CompileManifest(
     string Format, string Tool, SourceInfo Source, IReadOnlyList<PassReport> Pipeline,
-    IReadOnlyDictionary<string, object?> Runtime, IReadOnlyDictionary<string, object?>? Extra)
+    IReadOnlyDictionary<string, object?> Runtime, IReadOnlyDictionary<string, object?>? Extra, IReadOnlyList<string>? Copied = null)
 {
     public static readonly JsonSerializerOptions Json = new()
     {
@@ -66,7 +66,8 @@ public static class CompileJob
         try
         {
             var saved = OnnxWriter.Save(model, Path.Combine(tmp, ModelFileName), options.Save);
-            var manifest = new CompileManifest("longctx/1", "lcc " + Version, source, result.Passes, result.RuntimeConfig, options.Extra);
+            var copied = CopySidecars(Path.GetDirectoryName(Path.GetFullPath(input))!, tmp);
+            var manifest = new CompileManifest("longctx/1", "lcc " + Version, source, result.Passes, result.RuntimeConfig, options.Extra, copied.Count > 0 ? copied : null);
             File.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CompileManifest.Json) + "\n");
             ct.ThrowIfCancellationRequested();
             string? old = null;
@@ -90,6 +91,27 @@ public static class CompileJob
         {
             if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
         }
+    }
+
+    /// <summary>Files that describe the model rather than its graph: they travel with the compiled model so that the
+    /// runtime finds the tokenizer and tools find the trained context (config.json) in the output folder too.</summary>
+    public static readonly IReadOnlyList<string> SidecarFiles =
+    [
+        "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+        "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "genai_config.json",
+    ];
+
+    private static List<string> CopySidecars(string sourceDir, string destDir)
+    {
+        var copied = new List<string>();
+        foreach (var f in SidecarFiles)
+        {
+            var src = Path.Combine(sourceDir, f);
+            if (!File.Exists(src)) continue;
+            File.Copy(src, Path.Combine(destDir, f));
+            copied.Add(f);
+        }
+        return copied;
     }
 
     public static string Version => typeof(CompileJob).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";

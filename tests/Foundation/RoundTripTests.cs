@@ -49,6 +49,23 @@ public sealed class RoundTripTests
     }
 
     [Test]
+    public void Compile_CarriesConfigAndTokenizerFiles()
+    {
+        var src = TestSupport.Fixture("recall-public/model.onnx");
+        var dir = TestSupport.TempDir("side");
+        try
+        {
+            var r = CompileJob.Run(src, Path.Combine(dir, "out"), Pipelines.Instantiate(Pipelines.Default));
+            Assert.That(r.Manifest.Copied, Is.EqualTo(new[] { "config.json" }));
+            Assert.That(File.ReadAllText(Path.Combine(r.OutputDir, "config.json")), Is.EqualTo(File.ReadAllText(Path.Combine(Path.GetDirectoryName(src)!, "config.json"))));
+            var inspect = CliRunner.Run("inspect", r.OutputDir);
+            Assert.That(inspect.ExitCode, Is.EqualTo(0), inspect.Stderr);
+            Assert.That(inspect.Stdout, Does.Contain("trained context 256"), "the card of the compiled model still knows the trained context");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
     public void Load_IsLazy_ExternalWeightsStayOnDisk()
     {
         var m = OnnxReader.Load(TestSupport.Fixture("genai/llama-mha-rotary-fp16/model.onnx"));
