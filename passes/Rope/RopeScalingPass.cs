@@ -29,6 +29,9 @@ public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, doub
 /// theta_i'/theta_i, so s = 1 reproduces the original bit for bit) and, when the method's cos/sin multiplier is not 1,
 /// a Mul by it is inserted after every Cos and Sin; cache form — cos/sin caches are recomputed (in double) at
 /// max(context, rows) rows with the scaled frequencies and the multiplier.
+/// fp16 exported chains whose angles (context - 1) x max(theta_i') exceed 65504 (fp16 max) are noted and computed in
+/// fp32: float32 inv_freq (from the recovered base), positions cast to float, Cast to fp16 after Cos/Sin (before any
+/// multiplier, kept fp16). Cache-form tables are computed in double, so they cannot overflow that way.
 /// </summary>
 public abstract class RopeScalingPass : IPass
 {
@@ -213,7 +216,7 @@ public abstract class RopeScalingPass : IPass
                 if (n.Inputs[i] is not { } x || chain.Contains(x) || x == f.InvFreq || (n == f.FreqUse.Node && i == f.FreqUse.Index) || !IsHalf(x)) continue;
                 var src = x.Producer is { OpType: "Cast", Domain: "" } c && c.IntAttr("to", 0) == (long)ElementType.Float16
                     && c.Input(0) is { } ci && !IsHalf(ci) ? ci : x;
-                var cast = rw.Op(n.Graph, "Cast", [src], [Attr.Int("to", (long)ElementType.Float)], outputName: rw.UniqueName(x.Name + "_f32"), before: n);
+                var cast = rw.Op(n.Graph, "Cast", [src], [Attr.Int("to", (long)ElementType.Float)], outputName: x.Name + "_f32", before: n);
                 if (x.Type is { } xt) rw.SetType(cast, AsFloat(xt));
                 rw.SetInput(n, i, cast);
                 if (src != x && !x.IsUsed && !x.IsGraphOutput && x.Producer is { } old) rw.RemoveNode(old);
@@ -224,7 +227,7 @@ public abstract class RopeScalingPass : IPass
         {
             var n = outV.Producer!;
             var uses = outV.Uses.ToList();
-            var half = rw.Op(n.Graph, "Cast", [outV], [Attr.Int("to", (long)ElementType.Float16)], outputName: rw.UniqueName(outV.Name + "_f16"), before: NodeAfter(n));
+            var half = rw.Op(n.Graph, "Cast", [outV], [Attr.Int("to", (long)ElementType.Float16)], outputName: outV.Name + "_f16", before: NodeAfter(n));
             rw.SetType(half, outV.Type is { } ot ? ot with { Element = ElementType.Float16 } : null);
             if (outV.Type is not null) rw.SetType(outV, AsFloat(outV.Type));
             foreach (var u in uses) rw.SetInput(u.Node, u.Index, half);
