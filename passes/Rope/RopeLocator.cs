@@ -36,6 +36,9 @@ public static class RopeLocator
 {
     private static readonly HashSet<string> Transparent = new(StringComparer.Ordinal) { "Concat", "Mul", "MatMul", "Transpose", "Reshape", "Unsqueeze", "Expand", "Cast", "Squeeze" };
 
+    /// <summary>Shape-only ops the locator walks through between Cos/Sin and the inv_freq multiply.</summary>
+    public static bool IsTransparent(string opType) => Transparent.Contains(opType);
+
     public static RopeSearch Find(Model model)
     {
         var sites = new List<RopeSite>();
@@ -52,9 +55,11 @@ public static class RopeLocator
             if (found is not { } f) { rejected.Add($"{n.OpType} '{n.Name}': no inv_freq constant upstream"); continue; }
             var (t, et) = ConstOf(f.v)!.Value;
             var vals = t.ToFloats();
-            var why = FitTheta(vals, out double theta);
+            // fp16 constants carry a relative rounding of up to 2^-12: fit and snap within 1e-3 (fp32: 1e-4 / 1e-5).
+            bool half = et is ElementType.Float16 or ElementType.BFloat16;
+            var why = FitTheta(vals, out double theta, tolerance: half ? (et == ElementType.BFloat16 ? 8e-3 : 1e-3) : 1e-4);
             if (why is not null) { rejected.Add($"{n.OpType} '{n.Name}': {why}"); continue; }
-            theta = Snap(theta, 1e-5);
+            theta = Snap(theta, half ? 1e-3 : 1e-5);
             if (!byConst.TryGetValue(f.v, out var e))
                 byConst[f.v] = e = (f.v, f.v.Producer is { OpType: "Constant" } p ? p : null, f.use, [], [], vals, theta, et);
             (n.OpType == "Cos" ? e.cos : e.sin).Add(n);

@@ -29,6 +29,9 @@ public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, doub
 /// theta_i'/theta_i, so s = 1 reproduces the original bit for bit) and, when the method's cos/sin multiplier is not 1,
 /// a Mul by it is inserted after every Cos and Sin; cache form — cos/sin caches are recomputed (in double) at
 /// max(context, rows) rows with the scaled frequencies and the multiplier.
+/// fp16 exported chains whose angles (context - 1) x max(theta_i') exceed 65504 (fp16 max) are noted and computed in
+/// fp32: float32 inv_freq (from the recovered base), positions cast to float, Cast to fp16 after Cos/Sin (before any
+/// multiplier, kept fp16). Cache-form tables are computed in double, so they cannot overflow that way.
 /// </summary>
 public abstract class RopeScalingPass : IPass
 {
@@ -115,10 +118,27 @@ public abstract class RopeScalingPass : IPass
     private void RewriteInvFreq(Model model, InvFreqSite f, RopeSetting p, RopeTables tables, PassContext ctx)
     {
         var rw = ctx.Rewriter;
-        // fp16 angle overflow: positions x frequency computed in the table's type.
-        if (f.Element == ElementType.Float16 && (p.Context - 1) * tables.InvFreq.Max() > 65504)
-            throw new CompileException($"{model.DisplayName}: {f.Where}: angles up to {(p.Context - 1) * tables.InvFreq.Max():G4} rad at context {p.Context} overflow the fp16 rotary chain (max 65504); keep fp32 rotary tables (re-export with an fp32 inv_freq) — not rewritten");
+        // fp16 angle overflow: positions x frequency computed in the table's type. Say so and promote the chain to fp32.
+        double maxAngle = (p.Context - 1) * tables.InvFreq.Max();
+        bool promote = f.Element == ElementType.Float16 && maxAngle > 65504;
+        if (promote)
+        {
+            ctx.Note($"{f.Where}: angles up to {maxAngle:G6} rad at context {p.Context} overflow fp16 (max 65504): rotary chain computed in fp32 (inv_freq float32, Cast to fp16 after Cos/Sin)");
+            ctx.Count("fp16 rotary chains promoted to fp32");
+        }
         Node first = FirstUser(f);
+        var chain = promote ? Fp16Chain(f) : null;
+        if (promote)
+        {
+            // fp32 inv_freq from the recovered base, not from the fp16 constant: its rounding (up to 2^-12 relative)
+            // times positions near 1e5 would move the angles by radians.
+            var plain = RopeFrequencies.Plain(p.Theta, p.RotaryDim).Select(x => (float)x).ToArray();
+            var pt = MakeTable(f, plain, ElementType.Float);
+            if (f.ConstantNode is { } pc) rw.SetAttribute(pc, Attr.TensorValue("value", pt));
+            else rw.SetInitializerData(f.InvFreq, pt);
+            if (f.InvFreq.Type is { } it) rw.SetType(f.InvFreq, it with { Element = ElementType.Float });
+            f = f with { Element = ElementType.Float, Values = plain };
+        }
         var dyn = BuildDynamicFrequencies(f, p, tables, rw, first);
         if (dyn is not null)
         {
@@ -133,13 +153,15 @@ public abstract class RopeScalingPass : IPass
             else rw.SetInitializerData(f.InvFreq, t);
             ctx.Count("inv_freq tables rescaled");
         }
+        var outs = f.Cos.Concat(f.Sin).Select(n => n.Output()).ToList();
+        if (chain is not null) outs = PromoteChain(f, chain, outs, rw);
         if (tables.CosSinMultiplier != 1.0)
         {
-            foreach (var n in f.Cos.Concat(f.Sin))
+            foreach (var outV in outs)
             {
-                var outV = n.Output();
+                var n = outV.Producer!;
                 var uses = outV.Uses.ToList();
-                var et = outV.Type?.Element ?? f.Element;
+                var et = chain is not null ? ElementType.Float16 : outV.Type?.Element ?? f.Element;
                 var m = rw.AddInitializer(model.Graph, "rope_mscale", et == ElementType.Float16
                     ? Tensor.FromHalves([(Half)tables.CosSinMultiplier]) : Tensor.FromFloats([(float)tables.CosSinMultiplier]));
                 var scaled = rw.Op(n.Graph, "Mul", [outV, m], outputName: outV.Name + "_mscaled", before: NodeAfter(n));
@@ -149,6 +171,71 @@ public abstract class RopeScalingPass : IPass
                 ctx.Count("cos/sin multipliers inserted");
             }
         }
+    }
+
+    /// <summary>
+    /// The values between the positions x inv_freq node and the Cos/Sin inputs (that node's output included), found by
+    /// walking back from each Cos/Sin through the locator's shape-only ops.
+    /// </summary>
+    private static HashSet<Value> Fp16Chain(InvFreqSite f)
+    {
+        var mul = f.FreqUse.Node;
+        var set = new HashSet<Value>();
+        bool Reach(Value? v, int depth)
+        {
+            if (v?.Producer is not { } p || depth > 8) return false;
+            if (set.Contains(v)) return true;
+            if (p == mul) { set.Add(v); return true; }
+            if (p.Domain.Length != 0 || !RopeLocator.IsTransparent(p.OpType)) return false;
+            bool any = false;
+            foreach (var x in p.Inputs) any |= Reach(x, depth + 1);
+            if (any) set.Add(v);
+            return any;
+        }
+        foreach (var n in f.Cos.Concat(f.Sin)) Reach(n.Input(0), 0);
+        return set;
+    }
+
+    /// <summary>
+    /// Computes the fp16 rotary chain in fp32: chain values typed float32, Cast(to=float16) chain nodes retargeted to
+    /// float, fp16 inputs from outside the chain (the positions) read through Cast(to=float) — from the Cast's own input
+    /// when they come from a Cast to fp16 (positions above 65504 are inf in fp16) — and Cast(to=float16) after every
+    /// Cos/Sin so the rest of the graph still sees fp16. Returns the values the rest of the graph now reads.
+    /// </summary>
+    private static List<Value> PromoteChain(InvFreqSite f, HashSet<Value> chain, List<Value> outs, Rewriter rw)
+    {
+        static TensorType? AsFloat(TensorType? t) => t is null ? null : t with { Element = ElementType.Float };
+        static bool IsHalf(Value v) => v.Type?.Element == ElementType.Float16 || RopeLocator.ConstOf(v)?.et == ElementType.Float16
+            || v.Producer is { OpType: "Cast", Domain: "" } c && c.IntAttr("to", 0) == (long)ElementType.Float16;
+        var nodes = chain.Select(v => v.Producer!).Distinct().ToList();
+        foreach (var v in chain) if (v.Type is not null) rw.SetType(v, AsFloat(v.Type));
+        foreach (var n in nodes)
+        {
+            if (n.OpType == "Cast" && n.IntAttr("to", 0) == (long)ElementType.Float16) rw.SetAttribute(n, Attr.Int("to", (long)ElementType.Float));
+            for (int i = 0; i < n.Inputs.Count; i++)
+            {
+                if (n.Inputs[i] is not { } x || chain.Contains(x) || x == f.InvFreq || (n == f.FreqUse.Node && i == f.FreqUse.Index) || !IsHalf(x)) continue;
+                var src = x.Producer is { OpType: "Cast", Domain: "" } c && c.IntAttr("to", 0) == (long)ElementType.Float16
+                    && c.Input(0) is { } ci && !IsHalf(ci) ? ci : x;
+                var cast = rw.Op(n.Graph, "Cast", [src], [Attr.Int("to", (long)ElementType.Float)], outputName: x.Name + "_f32", before: n);
+                if (x.Type is { } xt) rw.SetType(cast, AsFloat(xt));
+                rw.SetInput(n, i, cast);
+                if (src != x && !x.IsUsed && !x.IsGraphOutput && x.Producer is { } old) rw.RemoveNode(old);
+            }
+        }
+        var result = new List<Value>();
+        foreach (var outV in outs)
+        {
+            var n = outV.Producer!;
+            var uses = outV.Uses.ToList();
+            var half = rw.Op(n.Graph, "Cast", [outV], [Attr.Int("to", (long)ElementType.Float16)], outputName: outV.Name + "_f16", before: NodeAfter(n));
+            rw.SetType(half, outV.Type is { } ot ? ot with { Element = ElementType.Float16 } : null);
+            if (outV.Type is not null) rw.SetType(outV, AsFloat(outV.Type));
+            foreach (var u in uses) rw.SetInput(u.Node, u.Index, half);
+            if (outV.IsGraphOutput) rw.ReplaceAllUsesWith(outV, half);
+            result.Add(half);
+        }
+        return result;
     }
 
     /// <summary>The node after <paramref name="n"/> (null: end), so an insertion there keeps topological order.</summary>
@@ -170,11 +257,11 @@ public abstract class RopeScalingPass : IPass
         return r;
     }
 
-    internal static Tensor MakeTable(InvFreqSite f, float[] values)
+    internal static Tensor MakeTable(InvFreqSite f, float[] values, ElementType? element = null)
     {
         var (orig, _) = RopeLocator.ConstOf(f.InvFreq)!.Value;
         var dims = orig.Dims.ToArray();
-        return orig.Element switch
+        return (element ?? orig.Element) switch
         {
             ElementType.Float16 => Tensor.FromHalves(values.Select(v => (Half)v).ToArray(), dims),
             ElementType.Float => Tensor.FromFloats(values, dims),

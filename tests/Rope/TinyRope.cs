@@ -36,6 +36,38 @@ internal static class TinyRope
         return m;
     }
 
+    /// <summary>
+    /// The torch form converted to fp16 end to end (as onnxconverter-common's float16 conversion leaves it): positions
+    /// Cast to float16, an fp16 inv_freq Constant, fp16 x and y, with value_info types on the rotary chain.
+    /// </summary>
+    public static Model TorchFormFp16()
+    {
+        var m = Model.Create("tiny_rope_torch_fp16", 17);
+        var rw = new Rewriter(m);
+        var g = m.Graph;
+        var h = ElementType.Float16;
+        var pos = rw.AddInput(g, "position_ids", new TensorType(ElementType.Int64, new Shape(1, "seq")));
+        var x = rw.AddInput(g, "x", new TensorType(h, new Shape(1, "seq", Dim)));
+        var axes = rw.AddInitializer(g, "axes", Tensor.FromInt64s([2], 1));
+        var u = rw.Op(g, "Unsqueeze", [pos, axes], outputName: "pos3");
+        var pf = rw.Op(g, "Cast", [u], [Attr.Int("to", (long)h)], outputName: "pos_f");
+        rw.SetType(pf, new TensorType(h, new Shape(1, "seq", 1)));
+        var inv = rw.AddNode(g, "Constant", [], ["inv_freq"], [Attr.TensorValue("value", Tensor.FromHalves(InvFreq().Select(v => (Half)v).ToArray(), 1, 1, Dim / 2))], name: "rotary_inv_freq").Output();
+        rw.SetType(inv, new TensorType(h, new Shape(1, 1, Dim / 2)));
+        var freqs = rw.Op(g, "Mul", [pf, inv], outputName: "freqs");
+        rw.SetType(freqs, new TensorType(h, new Shape(1, "seq", Dim / 2)));
+        var emb = rw.Op(g, "Concat", [freqs, freqs], [Attr.Int("axis", -1)], outputName: "emb");
+        var cos = rw.Op(g, "Cos", [emb], outputName: "cos");
+        var sin = rw.Op(g, "Sin", [emb], outputName: "sin");
+        foreach (var v in new[] { emb, cos, sin }) rw.SetType(v, new TensorType(h, new Shape(1, "seq", Dim)));
+        var a = rw.Op(g, "Mul", [x, cos], outputName: "x_cos");
+        var b = rw.Op(g, "Mul", [x, sin], outputName: "x_sin");
+        var y = rw.Op(g, "Add", [a, b], outputName: "y");
+        rw.SetType(y, new TensorType(h, new Shape(1, "seq", Dim)));
+        rw.AddOutput(g, y);
+        return m;
+    }
+
     /// <summary>Cache form: com.microsoft.RotaryEmbedding with cos/sin caches [Trained, Dim/2].</summary>
     public static Model CacheForm()
     {
