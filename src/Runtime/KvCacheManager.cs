@@ -72,15 +72,50 @@ public abstract class KvCacheManager : IDisposable
     protected abstract void Dispose(bool disposing);
 }
 
-/// <summary>past [1, Hkv, P, D] in, present [1, Hkv, P+S, D] out: the present tensors become the next past.</summary>
-public sealed class ConcatKvCache : KvCacheManager
+/// <summary>
+/// Caches whose step outputs (one tensor per layer and K/V, layer-major) replace the tensors they hold: the concat
+/// cache (present = past + new) and the static cache (updated in place by the graph).
+/// </summary>
+public abstract class ReplacingKvCache : KvCacheManager
 {
-    private readonly OrtValue?[] _tensors; // layer-major: K0, V0, K1, V1, ...
-    private int _length;
+    protected readonly OrtValue?[] _tensors; // layer-major: K0, V0, K1, V1, ...
+    protected int _length;
 
-    public ConcatKvCache(DecoderContract contract) : base(contract) => _tensors = new OrtValue?[contract.Layers.Count * 2];
+    protected ReplacingKvCache(DecoderContract contract) : base(contract) => _tensors = new OrtValue?[contract.Layers.Count * 2];
 
     public override int Length => _length;
+
+    public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
+    {
+        if (CheckOutputs(outputs, newTokens) is { } problem)
+        {
+            foreach (var o in outputs) o.Dispose();
+            throw new RuntimeException(problem);
+        }
+        for (int i = 0; i < _tensors.Length; i++)
+        {
+            _tensors[i]?.Dispose();
+            _tensors[i] = outputs[i];
+        }
+        _length += newTokens;
+    }
+
+    /// <summary>Why the step's outputs cannot become the cache (null when they can).</summary>
+    protected virtual string? CheckOutputs(IReadOnlyList<OrtValue> outputs, int newTokens) => null;
+
+    public override void Clear()
+    {
+        for (int i = 0; i < _tensors.Length; i++) { _tensors[i]?.Dispose(); _tensors[i] = null; }
+        _length = 0;
+    }
+
+    protected override void Dispose(bool disposing) => Clear();
+}
+
+/// <summary>past [1, Hkv, P, D] in, present [1, Hkv, P+S, D] out: the present tensors become the next past.</summary>
+public sealed class ConcatKvCache : ReplacingKvCache
+{
+    public ConcatKvCache(DecoderContract contract) : base(contract) { }
     public override int? Capacity => null;
     public override long Bytes => _tensors.Sum(t => t is null ? 0 : t.GetTensorSizeInBytes());
 
@@ -103,43 +138,22 @@ public sealed class ConcatKvCache : KvCacheManager
         }
     }
 
-    public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
+    protected override string? CheckOutputs(IReadOnlyList<OrtValue> outputs, int newTokens)
     {
         var shape = outputs[0].GetTensorTypeAndShape().Shape;
-        if (shape.Length != 4 || shape[2] != _length + newTokens)
-        {
-            foreach (var o in outputs) o.Dispose();
-            throw new RuntimeException($"present key of layer 0 has shape [{string.Join(",", shape)}]; expected [1,{Contract.KvHeads},{_length + newTokens},{Contract.HeadDim}] (past {_length} + {newTokens} new)");
-        }
-        for (int i = 0; i < _tensors.Length; i++)
-        {
-            _tensors[i]?.Dispose();
-            _tensors[i] = outputs[i];
-        }
-        _length += newTokens;
+        return shape.Length != 4 || shape[2] != _length + newTokens
+            ? $"present key of layer 0 has shape [{string.Join(",", shape)}]; expected [1,{Contract.KvHeads},{_length + newTokens},{Contract.HeadDim}] (past {_length} + {newTokens} new)"
+            : null;
     }
-
-    public override void Clear()
-    {
-        for (int i = 0; i < _tensors.Length; i++) { _tensors[i]?.Dispose(); _tensors[i] = null; }
-        _length = 0;
-    }
-
-    protected override void Dispose(bool disposing) => Clear();
 }
 
 /// <summary>
 /// A fixed-capacity cache [1, L, Hkv*D] that the graph updates in place at <c>write_indices</c>
 /// (ONNX opset-24 TensorScatter); <c>nonpad_kv_seqlen</c> tells attention how many slots are valid.
 /// </summary>
-public sealed class StaticKvCache : KvCacheManager
+public sealed class StaticKvCache : ReplacingKvCache
 {
-    private readonly OrtValue?[] _tensors;
-    private int _length;
-
-    public StaticKvCache(DecoderContract contract) : base(contract) => _tensors = new OrtValue?[contract.Layers.Count * 2];
-
-    public override int Length => _length;
+    public StaticKvCache(DecoderContract contract) : base(contract) { }
     public override int? Capacity => Contract.StaticCapacity;
     public override long Bytes => _tensors.Length * (long)Contract.StaticCapacity!.Value * Contract.StaticWidth!.Value * DecoderContract.ElementSize(Contract.KvType);
 
@@ -162,22 +176,4 @@ public sealed class StaticKvCache : KvCacheManager
         names.Add(c.WriteIndices!); values.Add(wi);
         names.Add(c.NonPadKvSeqLen!); values.Add(nonpad);
     }
-
-    public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
-    {
-        for (int i = 0; i < _tensors.Length; i++)
-        {
-            _tensors[i]?.Dispose();
-            _tensors[i] = outputs[i];
-        }
-        _length += newTokens;
-    }
-
-    public override void Clear()
-    {
-        for (int i = 0; i < _tensors.Length; i++) { _tensors[i]?.Dispose(); _tensors[i] = null; }
-        _length = 0;
-    }
-
-    protected override void Dispose(bool disposing) => Clear();
 }
