@@ -10,6 +10,7 @@ public static class Pipelines
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
+        ["lower-attention"] = () => new Attention.LowerToLongAttention(),
         ["rope-linear"] = () => new Rope.LinearRope(),
         ["rope-ntk"] = () => new Rope.NtkRope(),
         ["rope-dynamic-ntk"] = () => new Rope.DynamicNtkRope(),
@@ -37,6 +38,19 @@ public static class Pipelines
     /// </summary>
     public static IReadOnlyList<PipelineStep> WithMethods(IReadOnlyList<PipelineStep> rope) =>
         rope.Count == 0 ? Default : [Default[0], .. rope, .. Default.Skip(1)];
+
+    /// <summary>
+    /// With an attention lowering as well: it runs after canonicalize-attention and the dce that removes the replaced
+    /// subgraphs (it lowers the canonical GroupQueryAttention blocks, numbered as the layers that remain, on RoPE tables
+    /// the rope pass already scaled), before dedup-initializers.
+    /// </summary>
+    public static IReadOnlyList<PipelineStep> WithMethods(IReadOnlyList<PipelineStep> rope, PipelineStep? attention)
+    {
+        var steps = WithMethods(rope);
+        if (attention is null) return steps;
+        int at = steps.ToList().FindIndex(s => s.Pass == "dedup-initializers");
+        return [.. steps.Take(at), attention, .. steps.Skip(at)];
+    }
 
     public static IEnumerable<string> Names => Registry.Keys.Order(StringComparer.Ordinal);
 

@@ -133,7 +133,7 @@ public sealed class SharedBufferKvCache : KvCacheManager
 
     /// <summary>
     /// Why the shared buffer cannot serve <paramref name="contract"/>'s model, or null: every layer's past key/value
-    /// must be read only by one com.microsoft.GroupQueryAttention (inputs 3/4) whose outputs 1/2 are that layer's
+    /// must be read only by one com.microsoft.GroupQueryAttention or longctx.LongAttention (same I/O; inputs 3/4) whose outputs 1/2 are that layer's
     /// present key/value graph outputs, read by nobody else (they carry the whole buffer, not P+S rows).
     /// </summary>
     internal static string? Check(DecoderContract contract, OnnxGraphScan graph)
@@ -149,7 +149,7 @@ public sealed class SharedBufferKvCache : KvCacheManager
                 if (uses.Count != 1)
                     return $"'{name}' is read by {(uses.Count == 0 ? "no node" : string.Join(", ", uses.Select(u => Op(u.Node)).Distinct()))}, not by one com.microsoft.GroupQueryAttention";
                 var (n, i) = uses[0];
-                if (n.OpType != "GroupQueryAttention" || n.Domain != "com.microsoft")
+                if (!(n.OpType == "GroupQueryAttention" && n.Domain == "com.microsoft" || n.OpType == "LongAttention" && n.Domain == SessionFactory.CustomOpDomain))
                     return $"'{name}' is read by {Op(n)}, not by one com.microsoft.GroupQueryAttention";
                 if (i != index) return $"'{name}' is input {i} of GroupQueryAttention, not its past {(index == 3 ? "key" : "value")}";
                 if (gqa is not null && !ReferenceEquals(gqa, n)) return $"'{layer.PastKey}' and '{layer.PastValue}' feed different GroupQueryAttention nodes";

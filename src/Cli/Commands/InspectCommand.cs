@@ -72,6 +72,15 @@ internal static class InspectCommand
             sb.Append($"  {p?["pass"],-24} {(p?["exact"]?.GetValue<bool>() == true ? "exact" : "approximate"),-12} {string.Join(", ", counts)}\n");
         }
         if (m["runtime"] is JsonObject rt && rt.Count > 0) sb.Append("  runtime: ").Append(rt.ToJsonString()).Append('\n');
+        if (m["runtime"]?["attention"] is JsonObject at && at["layers"] is JsonArray rows)
+        {
+            // lower-attention's per-layer record: which op runs each layer, with which pattern, or why it was kept
+            string pars = string.Join(" ", at.Where(kv => kv.Key is not ("op" or "pattern" or "layers")).Select(kv => $"{kv.Key}={kv.Value}"));
+            foreach (var r in rows.OfType<JsonObject>())
+                sb.Append($"  attention layer {r["layer"],-3} {r["op"],-34} {r["pattern"]?.ToString() ?? "-"}")
+                  .Append(r["pattern"]?.ToString() is "streaming" or "dca" && pars.Length > 0 ? $" ({pars})" : "")
+                  .Append(r["kept"] is { } k ? $"  kept: {k}" : "").Append('\n');
+        }
         return sb.ToString();
     }
 }
