@@ -115,6 +115,8 @@ public class KernelLibraryTests
     /// <summary>
     /// One file per ISA variant, compiled with its own flags: *_avx512.cc objects must use zmm registers,
     /// *_avx2.cc objects ymm and no zmm, and every other object neither (no ISA leaks into baseline code).
+    /// ISA objects must also define no weak symbols (nm W/V/u): an inline function instantiated there could be
+    /// the copy the linker keeps for every caller, and fault on a CPU without that ISA.
     /// </summary>
     [Test]
     public void IsaObjectsUseTheirRegisters()
@@ -131,6 +133,12 @@ public class KernelLibraryTests
             Assert.That(r.ExitCode, Is.EqualTo(0), $"objdump -d {o}: {r.Stderr}");
             bool zmm = r.Stdout.Contains("%zmm"), ymm = r.Stdout.Contains("%ymm");
             var name = Path.GetFileName(o);
+            if (name.EndsWith("_avx512.cc.o", StringComparison.Ordinal) || name.EndsWith("_avx2.cc.o", StringComparison.Ordinal))
+            {
+                var nm = Run(Path.Combine(Path.GetDirectoryName(objdump!)!, "nm"), [o]);
+                var weak = nm.Stdout.Split('\n').Where(l => Regex.IsMatch(l, @"^\S*\s+[WVu]\s")).ToArray();
+                Assert.That(weak, Is.Empty, $"{o} defines weak symbols (inline code built with ISA flags): {string.Join("; ", weak)}");
+            }
             if (name.EndsWith("_avx512.cc.o", StringComparison.Ordinal)) { avx512++; Assert.That(zmm, $"{o} (AVX-512 variant) uses no zmm register"); }
             else if (name.EndsWith("_avx2.cc.o", StringComparison.Ordinal)) { avx2++; Assert.That(ymm && !zmm, $"{o} (AVX2 variant): ymm={ymm} zmm={zmm}, want ymm only"); }
             else { baseline++; Assert.That(!ymm && !zmm, $"{o} is compiled for baseline x86-64 but uses ymm={ymm} zmm={zmm}"); }
