@@ -1,7 +1,8 @@
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// Forms whose attention is already one operator: c) com.microsoft.GroupQueryAttention (the canonical form),

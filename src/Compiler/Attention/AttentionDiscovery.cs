@@ -1,7 +1,8 @@
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// Finds the attention blocks of a model, whichever exporter wrote it. Anchors: every Softmax that feeds a MatMul
