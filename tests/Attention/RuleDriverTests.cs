@@ -134,3 +134,32 @@ public sealed class RuleDriverTests
         Assert.That(r.Trace.Count(t => t.StartsWith("  add GroupQueryAttention") || t.StartsWith("  add com.microsoft.GroupQueryAttention")), Is.EqualTo(2), "the mutations are traced under their application");
     }
 }
+
+/// <summary>The driver's guard: a rule that re-matches its own output forever is stopped, with a note, not looped on.</summary>
+public sealed class DriverGuardTests
+{
+    private sealed record Bump(Node Node);
+
+    /// <summary>Rewrites every Relu by bumping an attribute: the node is touched, so it comes back and matches again.</summary>
+    private sealed class NeverDone : RewriteRule<Bump>
+    {
+        public override string Name => "never-done";
+        public override string Counter => "bumps";
+        public override IReadOnlyList<OpKey> Roots { get; } = [new("", "Relu")];
+        public override Checked<Bump> Check(Node root, LongCtx.Compiler.Patterns.Bindings bindings, RuleContext ctx) => new Bump(root);
+        public override void Rewrite(IRewriter rw, Bump m) => rw.SetAttribute(m.Node, Attr.Int("bump", m.Node.IntAttr("bump", 0) + 1));
+    }
+
+    [Test]
+    public void StopsAfterMaxApplicationsWithANote()
+    {
+        var m = Foundation.TinyGraphs.WithDeadCode();
+        var ctx = new PassContext(new Rewriter(m));
+        var r = GreedyDriver.Run(m, [new NeverDone()], ctx, "guard", maxApplications: 5);
+        Assert.That(r.Converged, Is.False);
+        Assert.That(r.Applications["never-done"], Is.EqualTo(5));
+        Assert.That(ctx.Counts["bumps"], Is.EqualTo(5));
+        Assert.That(ctx.Notes.Single(), Does.Contain("guard: stopped after 5 rule applications without reaching a fixed point (never-done still matches at Relu"));
+        Verifier.Verify(m);
+    }
+}
