@@ -51,7 +51,7 @@ public sealed record OpSchema(string Domain, string OpType, int SinceVersion, IR
 /// <summary>
 /// One table of the ONNX Runtime operators LongCtx emits or reads (STYLE principle 8), and our own longctx ops.
 /// Sources: onnxruntime docs/ContribOperators.md (com.microsoft ops, ORT 1.31), onnx docs/Operators.md (Attention and
-/// RotaryEmbedding, opset 23; Attention's nonpad_kv_seqlen since 24), custom-ops/src (longctx ops).
+/// RotaryEmbedding, opset 23; Attention's nonpad_kv_seqlen since 24), custom-ops (longctx ops).
 /// Kept here until the shared contract assembly (src/Contract) lands, so that the runtime can reference it too.
 /// </summary>
 public static class OpSchemas
@@ -127,7 +127,7 @@ public static class OpSchemas
     /// </summary>
     public static readonly OpSchema ReferenceAttention = new(LongCtxDomain, "ReferenceAttention", 1,
         GqaInputs, [new("output", Optional: false), new("present_key"), new("present_value"), new("lse")], [.. GqaAttributes, Int("causal", 1)],
-        "custom-ops/src/reference_attention.h");
+        "custom-ops ReferenceAttention op");
 
     /// <summary>longctx.LongAttention: the long-context attention kernel (same I/O contract as ReferenceAttention).</summary>
     public static readonly OpSchema LongAttention = ReferenceAttention with { OpType = "LongAttention", Source = "custom-ops" };
