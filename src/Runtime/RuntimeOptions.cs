@@ -27,7 +27,8 @@ public sealed record RuntimeOptions
     /// <summary>Path of liblongctx_ops.so; null looks next to the LongCtx.Runtime assembly.</summary>
     public string? CustomOpsLibrary { get; init; }
 
-    /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past.</summary>
+    /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past (bare .onnx files; a
+    /// compiled folder's longctx.json records it).</summary>
     public bool ProbeChunkedPrefill { get; init; } = true;
 
     /// <summary>

@@ -118,7 +118,9 @@ public sealed class BadInputTests
         File.WriteAllText(Path.Combine(_tmp, "longctx.json"), """{"format": "longctx/1", "runtime": {"max_context": 20, "note": "x"}}""");
         using var m = LongCtxModel.Load(_tmp, RuntimeFixtures.Cpu());
         Assert.That(m.MaxContext, Is.EqualTo(20));
-        Assert.That(m.RuntimeConfig.Keys, Is.EquivalentTo(new[] { "max_context", "note" }));
+        Assert.That(m.Runtime.MaxContext, Is.EqualTo(20), "read typed");
+        Assert.That(m.Runtime.Other?.Keys, Is.EquivalentTo(new[] { "note" }), "keys this version does not know still load");
+        Assert.That(m.Runtime.Capabilities, Is.Null, "a hand-written longctx.json records no capabilities: the runtime probes");
         using var g = m.CreateGenerator();
         var e = Assert.Throws<ArgumentException>(() => g.Generate(Enumerable.Range(1, 21).ToArray()));
         Assert.That(e!.Message, Does.Contain("21").And.Contain("at most 20"));
@@ -126,7 +128,7 @@ public sealed class BadInputTests
         File.WriteAllText(Path.Combine(_tmp, "longctx.json"), """{"format": "longctx/1"}""");
         using var m2 = LongCtxModel.Load(_tmp, RuntimeFixtures.Cpu());
         Assert.That(m2.MaxContext, Is.Null);
-        Assert.That(m2.RuntimeConfig, Is.Empty);
+        Assert.That(m2.Runtime.IsEmpty, Is.True);
     }
 
     [Test]
