@@ -53,6 +53,13 @@ public sealed record RuntimeOptions
     /// <summary>Receives one-line notes (EP fallbacks, prefill mode). Null: written to stderr.</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>
+    /// Attaches an execution provider to session options (null: ONNX Runtime's own AppendExecutionProvider_*). A setup
+    /// that finds its provider missing throws <see cref="ExecutionProviderUnavailableException"/> (ORT's own throw an
+    /// OnnxRuntimeException); either way Auto falls back to the next provider. Lets tests fail a provider on any machine.
+    /// </summary>
+    internal Action<Microsoft.ML.OnnxRuntime.SessionOptions, ExecutionProviderKind, int>? ProviderSetup { get; init; }
+
     public static RuntimeOptions Default { get; } = new();
 
     public static KvCacheMode ParseKvCache(string s) => s.Trim().ToLowerInvariant() switch
