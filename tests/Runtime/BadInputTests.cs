@@ -130,9 +130,10 @@ public sealed class BadInputTests
     [TestCase(ExecutionProviderKind.TensorRT, "TensorRT")]
     public void ForcedProvider_Missing_FailsWithoutFallingBack(ExecutionProviderKind ep, string name)
     {
+        var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
         var log = new List<string>();
         var tried = new List<ExecutionProviderKind>();
-        var e = Assert.Throws<RuntimeException>(() => LongCtxModel.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), WithoutGpus(log, tried) with { ExecutionProvider = ep }).Dispose())!;
+        var e = Assert.Throws<RuntimeException>(() => LongCtxModel.Load(model, WithoutGpus(log, tried) with { ExecutionProvider = ep }).Dispose())!;
         Assert.That(e.Message, Does.Contain($"execution provider {name} is not available").And.Contain("recall-public").And.Contain("use --ep cpu or --ep auto"));
         Assert.That(tried, Is.EqualTo(new[] { ep }), "a forced provider is the whole chain");
         Assert.That(log, Is.Empty);
