@@ -9,7 +9,8 @@ namespace LongCtx.Runtime;
 /// candidates, top-p (nucleus, Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration") keeps the shortest
 /// prefix whose mass / sum(p) reaches P; the token is the first in that order whose cumulative p exceeds
 /// u * (kept mass), u = rng.NextDouble() (one draw per token). This is the full-sort algorithm visited lazily: for the
-/// same seed it picks the same tokens (a test compares both on random logits).
+/// same seed it picks the same tokens (a test compares both on random logits); only sum(p) is accumulated in heap
+/// order rather than sorted order, which can move a draw that lands within rounding of a boundary.
 /// </para>
 /// </summary>
 public static class Sampler
