@@ -56,7 +56,7 @@ internal static class CompileCommand
             if (pr.GetValue(trace)) foreach (var t in r.Pipeline.Trace) Console.WriteLine("    trace: " + t);
             if (r.Pipeline.StoppedAtStepLimit) Console.WriteLine($"  stopped at step limit {pr.GetValue(stepLimit)}");
             Console.WriteLine($"wrote {r.ModelPath} ({r.Saved.ModelBytes:N0} bytes)" + (r.Saved.DataPath is null ? "" : $" + {Path.GetFileName(r.Saved.DataPath)} ({r.Saved.DataBytes:N0} bytes, {r.Saved.ExternalTensors} tensors)"));
-            Console.WriteLine($"wrote {Path.Combine(r.OutputDir, CompileJob.ManifestName)}");
+            Console.WriteLine($"wrote {Path.Combine(r.OutputDir, LongCtx.Contract.LongCtxFiles.Manifest)}");
             return Cli.Ok;
         })));
         return cmd;
