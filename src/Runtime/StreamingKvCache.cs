@@ -1,4 +1,4 @@
-using System.Text.Json;
+using LongCtx.Contract;
 using Microsoft.ML.OnnxRuntime;
 
 namespace LongCtx.Runtime;
@@ -10,15 +10,13 @@ namespace LongCtx.Runtime;
 /// </summary>
 public sealed record StreamingPolicy(int Sink, int Window, int? MaxPositions)
 {
-    /// <summary>The policy in <paramref name="runtime"/>, or null when the model does not stream.</summary>
-    public static StreamingPolicy? From(IReadOnlyDictionary<string, JsonElement> runtime, string model)
+    /// <summary>The policy in longctx.json's runtime section, or null when the model does not stream.</summary>
+    public static StreamingPolicy? From(RuntimeSection runtime, string model)
     {
-        if (!runtime.TryGetValue("kv", out var kv) || kv.ValueKind != JsonValueKind.Object) return null;
-        if (!kv.TryGetProperty("policy", out var p) || p.GetString() != "streaming") return null;
-        int Need(string k) => kv.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i >= 0 ? i
-            : throw new RuntimeException($"{model}: longctx.json runtime.kv (streaming) has no valid '{k}'; recompile with lcc compile --attention streaming");
-        int? rows = kv.TryGetProperty("max_positions", out var r) && r.ValueKind == JsonValueKind.Number ? r.GetInt32() : null;
-        return new StreamingPolicy(Need("sink"), Need("window"), rows);
+        if (runtime.Kv is not { Policy: "streaming" } kv) return null;
+        if (kv.Sink < 0 || kv.Window < 1 || kv.MaxPositions is < 1)
+            throw new RuntimeException($"{model}: longctx.json runtime.kv (streaming) has sink {kv.Sink}, window {kv.Window}, max_positions {kv.MaxPositions}; recompile with lcc compile --attention streaming");
+        return new StreamingPolicy(kv.Sink, kv.Window, kv.MaxPositions);
     }
 }
 

@@ -43,7 +43,7 @@ public sealed class AttentionOptionsTests
     {
         var rope = RopeOptions.Parse("yarn", 8192, 256, false);
         var steps = Pipelines.WithMethods(rope, AttentionOptions.Parse("dca", 8192, 256));
-        Assert.That(steps.Select(s => s.Pass), Is.EqualTo(new[] { "dce", "rope-yarn", "canonicalize-attention", "dce", "lower-attention", "dedup-initializers" }));
+        Assert.That(steps.Select(s => s.Pass), Is.EqualTo(new[] { "dce", "rope-yarn", "canonicalize-noise", "canonicalize-attention", "dce", "lower-attention", "dedup-initializers" }));
         Assert.That(Pipelines.WithMethods(rope, null), Is.EqualTo(Pipelines.WithMethods(rope)));
     }
 }

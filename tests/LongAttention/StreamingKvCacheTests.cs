@@ -1,5 +1,6 @@
 using LongCtx.Compiler;
 using LongCtx.Compiler.OnnxIO;
+using LongCtx.Contract;
 using LongCtx.Models;
 using LongCtx.Passes;
 using LongCtx.Runtime;
@@ -127,11 +128,11 @@ public sealed class StreamingKvCacheTests
     [Test]
     public void PolicyIsReadFromLongctxJson()
     {
-        var rt = System.Text.Json.JsonDocument.Parse("""{"kv":{"policy":"streaming","sink":4,"window":252,"max_positions":32768}}""")
-            .RootElement.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.Clone());
-        Assert.That(StreamingPolicy.From(rt, "m"), Is.EqualTo(new StreamingPolicy(4, 252, 32768)));
-        Assert.That(StreamingPolicy.From(new Dictionary<string, System.Text.Json.JsonElement>(), "m"), Is.Null);
-        var bad = System.Text.Json.JsonDocument.Parse("""{"kv":{"policy":"streaming","sink":4}}""").RootElement.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.Clone());
-        Assert.That(Assert.Throws<RuntimeException>(() => StreamingPolicy.From(bad, "m"))!.Message, Does.Contain("'window'"));
+        static RuntimeSection Runtime(string json) => LongCtxManifest.Parse($$"""{"runtime": {{json}}}""", "longctx.json").Runtime;
+        Assert.That(StreamingPolicy.From(Runtime("""{"kv":{"policy":"streaming","sink":4,"window":252,"max_positions":32768}}"""), "m"),
+            Is.EqualTo(new StreamingPolicy(4, 252, 32768)));
+        Assert.That(StreamingPolicy.From(Runtime("{}"), "m"), Is.Null);
+        var e = Assert.Throws<RuntimeException>(() => StreamingPolicy.From(Runtime("""{"kv":{"policy":"streaming","sink":4,"window":0}}"""), "m"))!;
+        Assert.That(e.Message, Does.Contain("window 0").And.Contain("recompile"));
     }
 }
