@@ -1,6 +1,6 @@
 using System.Globalization;
-using System.Text.Json;
 using LongCtx.Compiler;
+using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Passes;
 
@@ -313,19 +313,6 @@ public abstract class RopeScalingPass : IPass
             : throw new ArgumentException($"rope option {name}={s}: expected a positive number");
     }
 
-    /// <summary>trained_max_position / original_max_position_embeddings / max_position_embeddings from config.json beside the model.</summary>
-    internal static double? ConfigTrainedContext(Model model)
-    {
-        if (model.SourcePath is null) return null;
-        var cfg = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(model.SourcePath))!, "config.json");
-        if (!File.Exists(cfg)) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(cfg));
-            foreach (var key in new[] { "trained_max_position", "original_max_position_embeddings", "max_position_embeddings" })
-                if (doc.RootElement.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number) return v.GetDouble();
-        }
-        catch (JsonException) { }
-        return null;
-    }
+    /// <summary>The trained context config.json beside the model states (<see cref="ModelConfig.TrainedContext"/>).</summary>
+    internal static double? ConfigTrainedContext(Model model) => ModelConfig.Beside(model.SourcePath)?.TrainedContext;
 }
