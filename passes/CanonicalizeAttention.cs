@@ -28,7 +28,8 @@ namespace LongCtx.Passes;
 /// option <c>positions=input</c> feeds position_ids to GQA instead (ORT CPU only). The model's inputs and outputs keep
 /// their names, dtypes and meaning. Blocks GQA cannot express stay as they are, with a note saying why; the
 /// replaced subgraphs become dead and <c>dce</c> removes them (so this pass must run before dce).
-/// Options: <c>max-positions</c> (rows of the cos/sin caches, default 32768 or the model's own cache length if larger),
+/// Options: <c>max-positions</c> (rows of the cos/sin caches, default the largest of 32768, the model's own cache length
+/// and the pipeline's target context <see cref="PassContext.TargetContext"/>),
 /// <c>positions</c> (seqlens | input).
 /// </summary>
 public sealed class CanonicalizeAttention : IPass
@@ -40,12 +41,6 @@ public sealed class CanonicalizeAttention : IPass
     public const int DefaultMaxPositions = 32768;
     /// <summary>Model metadata key: rows of the model's own cos cache before this pass made longer ones ("unknown" when it had none).</summary>
     public const string OriginalMaxPositionsKey = ArchitectureCard.OriginalMaxPositionsKey;
-
-    /// <summary>Model metadata key a context-extension pass sets to the length the model is being compiled for.</summary>
-    public const string TargetContextKey = "longctx.context";
-
-    private static int TargetContext(Model model) =>
-        model.MetadataProps.FirstOrDefault(kv => kv.Key == TargetContextKey).Value is { } v && int.TryParse(v, out int n) ? n : 0;
 
     /// <summary>
     /// The longest sequence the rewritten model can take: GroupQueryAttention reads RoPE rows by position, so the
@@ -251,7 +246,7 @@ public sealed class CanonicalizeAttention : IPass
             // not take their length for the trained context
             rw.SetMetadata(OriginalMaxPositionsKey, b.Rope.OriginalMaxPositions?.ToString() ?? "unknown");
             // rows: at least 32k, the model's own length, and the context a RoPE-scaling pass extended it to
-            int maxPos = int.Parse(ctx.Option("max-positions", new[] { DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0, TargetContext(model) }.Max().ToString()));
+            int maxPos = int.Parse(ctx.Option("max-positions", new[] { DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0, ctx.TargetContext ?? 0 }.Max().ToString()));
             var inv = m.InvFreq!;
             string key = $"rope:{maxPos}:{elem}:{m.RopeMultiplier:R}:{string.Join(",", inv.Select(f => BitConverter.SingleToInt32Bits(f)))}";
             if (!shared.TryGetValue(key, out cos))

@@ -21,8 +21,9 @@ public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, doub
 
 /// <summary>
 /// Shared driver of the RoPE context-extension passes (one subclass per method, each in its own file, with the formula
-/// in <see cref="RopeFrequencies"/>). Options (strings, from <c>lcc compile --context N --rope METHOD:k=v</c>):
-/// <c>context</c> (target length, required), <c>trained-context</c> (else: cos-cache length, else config.json beside the
+/// in <see cref="RopeFrequencies"/>). The target length comes from the pipeline (<see cref="PassContext.TargetContext"/>,
+/// <c>lcc compile --context N</c>) or, for a pass run on its own, its option <c>context</c>; one is required. Options
+/// (strings, from <c>lcc compile --rope METHOD:k=v</c>): <c>trained-context</c> (else: cos-cache length, else config.json beside the
 /// model), <c>force</c> (apply even when context &lt;= trained), <c>factor</c> (override s = context / trained),
 /// <c>theta</c> (override the recovered base).
 /// Rewrites: exported form — the inv_freq constant is replaced by theta_i' (computed as the original float value times
@@ -67,7 +68,7 @@ public abstract class RopeScalingPass : IPass
             ?? search.Sites.OfType<CacheSite>().Select(c => (double?)c.Rows).FirstOrDefault();
         if (trained is not { } lt)
             throw new CompileException($"{model.DisplayName}: cannot tell the trained context of {search.Sites[0].Where} (no cos/sin cache, no config.json); give --trained-context N");
-        double context = ReadInt(ctx, "context") ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
+        double context = TargetContext(ctx) ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
         bool force = ctx.Option("force", "false") is "true" or "1";
         if (context <= lt && !force)
         {
@@ -103,7 +104,6 @@ public abstract class RopeScalingPass : IPass
             ["sites"] = applied,
         };
         ctx.Rewriter.SetMetadata(AppliedKey, $"{Name} context={context} trained={lt}");
-        ctx.Rewriter.SetMetadata(CanonicalizeAttention.TargetContextKey, ((long)context).ToString(System.Globalization.CultureInfo.InvariantCulture));
         ctx.Note($"{Name}: context {context} / trained {lt} (s = {applied[0]["scale"]:G6}), cos/sin x {applied[0]["cos_sin_multiplier"]:G6}");
     }
 
@@ -301,6 +301,18 @@ public abstract class RopeScalingPass : IPass
         ElementType.Float => Tensor.FromFloats(v.Select(x => (float)x).ToArray(), rows, half),
         _ => throw new NotSupportedException($"cos/sin caches of type {et.ShortName()} are not supported (float or float16)"),
     };
+
+    /// <summary>
+    /// The target context: the pipeline's typed <see cref="PassContext.TargetContext"/> (<c>lcc compile --context</c>),
+    /// else this step's <c>context</c> option (a pass run on its own); both given and different is an error.
+    /// </summary>
+    private static double? TargetContext(PassContext ctx)
+    {
+        var own = ReadInt(ctx, "context");
+        if (ctx.TargetContext is int t)
+            return own is { } o && o != t ? throw new ArgumentException($"rope option context={o} differs from the pipeline's target context {t}; give one --context") : t;
+        return own;
+    }
 
     private static double? ReadInt(PassContext ctx, string name) => ReadDouble(ctx, name) is { } v
         ? (v > 0 && v == Math.Floor(v) ? v : throw new ArgumentException($"--{name} {v}: must be a positive integer")) : null;

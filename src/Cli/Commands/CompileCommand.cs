@@ -41,7 +41,7 @@ internal static class CompileCommand
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),
-                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Log = s => Console.Error.WriteLine(s) },
+                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Log = s => Console.Error.WriteLine(s), TargetContext = pr.GetValue(RopeOptions.Context) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
