@@ -14,8 +14,7 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class LongRope : RopeScalingPass
 {
-    public override string Name => "rope-longrope";
-    public override string Description => "LongRoPE (Ding et al. 2024): per-dimension short/long factors + magnitude scaling";
+    protected override string MethodName => "longrope";
 
     public sealed record Factors(double[] Short, double[] Long);
 

@@ -9,14 +9,27 @@ namespace LongCtx.Passes.Rope;
 /// <summary>What a method gets to compute its tables: the recovered rotary parameters and the options.</summary>
 public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, double TrainedContext, double Context, PassContext Ctx)
 {
+    /// <summary>The method's row in <see cref="RopeMethods"/>: the options it may read and their defaults.</summary>
+    public required RopeMethod Method { get; init; }
+
+    /// <summary>Option <paramref name="name"/>, else its default from the method table.</summary>
+    public double Num(string name) =>
+        Num(name, Declared(name).Default ?? throw new InvalidOperationException($"rope-{Method.Name}: option {name} has a computed default; pass it"));
+
+    /// <summary>Option <paramref name="name"/>, else the computed default <paramref name="dflt"/>.</summary>
     public double Num(string name, double dflt)
     {
+        Declared(name);
         var s = Ctx.Option(name, "");
         if (s.Length == 0) return dflt;
         return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v
             : throw new ArgumentException($"rope option {name}={s} is not a number");
     }
     public double? OptNum(string name) => Ctx.Option(name, "").Length == 0 ? null : Num(name, 0);
+
+    /// <summary>Reading an option the method table does not declare is a bug in the method's pass.</summary>
+    private RopeParameter Declared(string name) =>
+        Method.Parameter(name) ?? throw new InvalidOperationException($"rope-{Method.Name} reads option '{name}', which its row in RopeMethods does not declare");
 }
 
 /// <summary>
@@ -36,8 +49,11 @@ public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, doub
 /// </summary>
 public abstract class RopeScalingPass : IPass
 {
-    public abstract string Name { get; }
-    public abstract string Description { get; }
+    /// <summary>The method's name in <see cref="RopeMethods"/>, whose row gives the pass name, description and options.</summary>
+    protected abstract string MethodName { get; }
+    public RopeMethod Method => RopeMethods.Get(MethodName);
+    public string Name => Method.PassName;
+    public string Description => Method.Description;
     public bool IsExact => false;
 
     /// <summary>The method's tables at the compile-time scale.</summary>
@@ -54,6 +70,7 @@ public abstract class RopeScalingPass : IPass
 
     public void Run(Model model, PassContext ctx)
     {
+        Method.CheckOptions(ctx.Options.Keys);
         var search = RopeLocator.Find(model);
         if (search.Sites.Count == 0)
             throw new CompileException($"{model.DisplayName}: no rotary embedding found for --rope {Name}: checked " +
@@ -81,7 +98,7 @@ public abstract class RopeScalingPass : IPass
         foreach (var site in search.Sites)
         {
             double theta = ReadDouble(ctx, "theta") ?? site.Theta;
-            var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx);
+            var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx) { Method = Method };
             RopeTables tables;
             try { tables = Compute(p); }
             catch (ArgumentException e) { throw new ArgumentException($"{model.DisplayName}: {site.Where}: {e.Message}", e); }

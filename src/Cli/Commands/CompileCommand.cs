@@ -34,6 +34,8 @@ internal static class CompileCommand
                     Console.WriteLine($"  {i++}. {s,-28} {(p.IsExact ? "exact" : "approximate"),-12} {p.Description}");
                 }
                 Console.WriteLine("known passes: " + string.Join(", ", Pipelines.Names));
+                Console.WriteLine("rope methods (--rope METHOD[:k=v,...], pass rope-METHOD):");
+                Console.Write(LongCtx.Passes.Rope.RopeMethods.Describe());
                 return Cli.Ok;
             }
             var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
