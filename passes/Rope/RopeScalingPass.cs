@@ -1,5 +1,6 @@
 using System.Globalization;
 using LongCtx.Compiler;
+using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Passes;
@@ -290,34 +291,19 @@ public abstract class RopeScalingPass : IPass
     {
         if (CacheFormUnsupported(p) is { } why)
             throw new CompileException($"{model.DisplayName}: {c.Where}: --rope {Name} {why}");
-        int rows = (int)Math.Max(c.Rows, p.Context), half = c.RotaryDim / 2;
-        var cos = new double[rows * half];
-        var sin = new double[rows * half];
-        for (int pos = 0; pos < rows; pos++)
-            for (int i = 0; i < half; i++)
-            {
-                double a = pos * tables.InvFreq[i];
-                cos[pos * half + i] = Math.Cos(a) * tables.CosSinMultiplier;
-                sin[pos * half + i] = Math.Sin(a) * tables.CosSinMultiplier;
-            }
+        int rows = (int)Math.Max(c.Rows, p.Context);
         var et = c.Element;
         if (et == ElementType.Float16 && tables.CosSinMultiplier > 65504)
         {
             ctx.Note($"{c.Where}: cos/sin multiplier {tables.CosSinMultiplier} overflows fp16: tables kept in fp32");
             et = ElementType.Float;
         }
-        ctx.Rewriter.SetInitializerData(c.CosCache, Table(et, cos, rows, half));
-        ctx.Rewriter.SetInitializerData(c.SinCache, Table(et, sin, rows, half));
+        var (cos, sin) = RopeCacheTables.Double(tables.InvFreq, rows, et, tables.CosSinMultiplier);
+        ctx.Rewriter.SetInitializerData(c.CosCache, cos);
+        ctx.Rewriter.SetInitializerData(c.SinCache, sin);
         ctx.Count("cos/sin caches recomputed");
         if (rows != c.Rows) ctx.Note($"{c.Where}: caches grown from {c.Rows} to {rows} rows");
     }
-
-    private static Tensor Table(ElementType et, double[] v, int rows, int half) => et switch
-    {
-        ElementType.Float16 => Tensor.FromHalves(v.Select(x => (Half)x).ToArray(), rows, half),
-        ElementType.Float => Tensor.FromFloats(v.Select(x => (float)x).ToArray(), rows, half),
-        _ => throw new NotSupportedException($"cos/sin caches of type {et.ShortName()} are not supported (float or float16)"),
-    };
 
     /// <summary>
     /// The target context: the pipeline's typed <see cref="PassContext.TargetContext"/> (<c>lcc compile --context</c>),
