@@ -13,7 +13,7 @@ public sealed record RopeParameter(string Name, double? Default, string DefaultT
     public static RopeParameter Num(string name, double dflt, string meaning) => new(name, dflt, dflt.ToString(CultureInfo.InvariantCulture), meaning);
     public static RopeParameter Computed(string name, string dflt, string meaning) => new(name, null, dflt, meaning);
 
-    public override string ToString() => Required ? $"{Name} (required)" : $"{Name}={DefaultText}";
+    public override string ToString() => Required ? $"{Name} (required)" : Default is not null ? $"{Name}={DefaultText}" : $"{Name} (default {DefaultText})";
 }
 
 /// <summary>
