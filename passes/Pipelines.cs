@@ -10,6 +10,7 @@ public static class Pipelines
     {
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
+        ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
@@ -18,6 +19,7 @@ public static class Pipelines
     public static IReadOnlyList<PipelineStep> Default { get; } =
     [
         new("dce"),                 // first: later passes should not see dead branches
+        new("canonicalize-noise"),  // before canonicalize-attention: Identity / no-op Casts out of the patterns' way
         new("canonicalize-attention"), // before the second dce, which removes the replaced subgraphs
         new("dce"),
         new("dedup-initializers"),

@@ -126,7 +126,7 @@ public abstract class RopeScalingPass : IPass
     }
 
     /// <summary>Model metadata key recording that RoPE was scaled (guards against compounding a second scaling).</summary>
-    public const string AppliedKey = "longctx.rope";
+    public const string AppliedKey = LongCtx.Contract.MetadataKeys.RopeApplied;
 
     /// <summary>The trained length recorded by canonicalize-attention (longctx.original_max_positions), if any.</summary>
     internal static double? MetadataTrainedContext(Model model) =>

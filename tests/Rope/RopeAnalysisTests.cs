@@ -1,5 +1,6 @@
 using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.Analysis.Rope;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.OnnxIO;
 using LongCtx.Models;

@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
+using LongCtx.Contract;
 
 namespace LongCtx.Compiler.Analysis;
 
@@ -35,9 +36,6 @@ public sealed partial record ArchitectureCard(
     public long DecodeWeightBytes => ParameterBytes - EmbeddingBytes;
     public long MatmulParameters => Parameters - EmbeddingParameters;
 
-    [GeneratedRegex(@"^(?:past_key_values\.(\d+)\.key|past_key_(\d+)|past\.(\d+)\.key|key_cache\.(\d+))$")]
-    private static partial Regex PastKeyName();
-
     /// <summary>
     /// Derives a card from the I/O contract and constants only (no attention matching): layers = number of past-key
     /// inputs; kv heads and head_dim from the past-key shape [B, kvH, P, D] (or kvH*D from a 3-D [B, S, kvH*D] static
@@ -52,10 +50,10 @@ public sealed partial record ArchitectureCard(
         var g = m.Graph;
         var sources = new List<string>();
         var pastKeys = g.Inputs.Where(v => !v.IsInitializer)
-            .Select(v => (v, match: PastKeyName().Match(v.Name))).Where(t => t.match.Success).Select(t => t.v).ToList();
+            .Where(v => KvNames.Parse(v.Name, KvRole.Past) is { Part: KvPart.Key }).ToList();
         if (pastKeys.Count == 0)
         {
-            whyNot = $"{m.DisplayName}: no KV-cache inputs (past_key_values.N.key, past_key_N, key_cache.N), so it is not a decoder with a cache; architecture card and cost model skipped";
+            whyNot = $"{m.DisplayName}: no KV-cache inputs ({KvNames.Describe(KvRole.Past)}), so it is not a decoder with a cache; architecture card and cost model skipped";
             return null;
         }
         var pk = pastKeys[0];
@@ -114,7 +112,7 @@ public sealed partial record ArchitectureCard(
     }
 
     /// <summary>Model metadata key written by canonicalize-attention when it replaces a model's RoPE tables by longer ones.</summary>
-    public const string OriginalMaxPositionsKey = "longctx.original_max_positions";
+    public const string OriginalMaxPositionsKey = MetadataKeys.OriginalMaxPositions;
 
     private sealed record WeightFacts(int? Vocab, long Parameters, long Bytes, string Dtype, int? Hidden, long EmbParams, long EmbBytes);
 

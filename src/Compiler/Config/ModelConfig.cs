@@ -24,7 +24,7 @@ public sealed record ModelConfig(
     double? RopeTheta, double? PartialRotaryFactor, int? RotaryDim, bool? RopeInterleaved,
     int? MaxPositionEmbeddings, int? TrainedContext, RopeScalingConfig? RopeScaling)
 {
-    public const string FileName = "config.json";
+    public const string FileName = LongCtx.Contract.LongCtxFiles.Config;
 
     /// <summary>config.json in the folder of <paramref name="modelPath"/>, or null when there is none (or it is not a JSON object).</summary>
     public static ModelConfig? Beside(string? modelPath)
