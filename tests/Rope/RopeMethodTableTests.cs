@@ -125,4 +125,16 @@ public sealed class RopeMethodTableTests
         Assert.That(r.RuntimeConfig["rope"], Is.Not.Null);
         Assert.That(((Dictionary<string, object?>)r.RuntimeConfig["rope"]!)["context"], Is.EqualTo(128L));
     }
+
+    /// <summary>The target context is a pipeline option, not a RoPE one: canonicalize-attention covers it without any rope pass.</summary>
+    [Test]
+    public void TargetContextAloneSizesTheCanonicalCaches()
+    {
+        var m = LongCtx.Compiler.OnnxIO.OnnxReader.Load(TestSupport.Fixture("recall-public/model.onnx"));
+        var r = PassManager.Run(m, Pipelines.Instantiate(Pipelines.Default), new PassManagerOptions { TargetContext = 40000 });
+        var rows = m.Graph.Nodes.Where(n => n.OpType == "GroupQueryAttention").Select(n => n.Input(7)!.Const!.Dims[0]).Distinct();
+        Assert.That(rows, Is.EqualTo(new[] { 40000L }));
+        Assert.That(r.RuntimeConfig["max_context"], Is.EqualTo(40000L));
+        Assert.That(m.MetadataProps.Select(kv => kv.Key), Has.None.EqualTo("longctx.context"), "no metadata side channel");
+    }
 }

@@ -14,7 +14,7 @@ internal static class RopeOptions
     /// <summary>The method names, from the one table (<see cref="RopeMethods"/>).</summary>
     public static IReadOnlyList<string> Methods { get; } = RopeMethods.Names.ToArray();
 
-    public static Option<int?> Context { get; } = new("--context") { Description = "target context length (RoPE scaling: s = context / trained context)" };
+    public static Option<int?> Context { get; } = new("--context") { Description = "target context length: RoPE scaling uses s = context / trained context, and canonical cos/sin caches cover it" };
     public static Option<string?> Rope { get; } = new("--rope")
     {
         Description = "RoPE scaling METHOD[:k=v,...]; METHOD: " + string.Join(", ", RopeMethods.All.Select(m => $"{m.Name} ({string.Join(", ", m.Parameters)})"))
