@@ -36,7 +36,7 @@ internal sealed class GqaToLongAttention : RewriteRule<LongAttentionMatch>
 
     public override Checked<LongAttentionMatch> Check(Node root, Bindings bindings, RuleContext ctx)
     {
-        var s = LongAttentionSettings.Parse(ctx.Options, LowerToLongAttention.TrainedContext(ctx.Model), ctx.Model.DisplayName);
+        var s = LongAttentionSettings.Parse(ctx.Options, LowerToLongAttention.TrainedContext(ctx.Model), ctx.Model.DisplayName, ctx.TargetContext);
         int layer = AttentionDiscovery.LayerOf(root);
         if (!s.Applies(layer)) return new RuleFailure(MatchResult.Fail($"layer {layer} is not in layers=", root.Outputs[0], 0));
         var (b, failure) = AttentionDiscovery.Match(root, layer);

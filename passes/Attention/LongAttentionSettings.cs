@@ -10,7 +10,7 @@ public enum AttentionPattern { Dense, Streaming, Dca }
 /// What <c>lower-attention</c> lowers to: the pattern, its parameters (explicit or derived from the trained context) and
 /// the layers it applies to. Parsed from the pass options (strings, as <c>lcc compile --attention</c> writes them):
 /// <c>pattern</c> (dense | streaming | dca), <c>sink</c>, <c>window</c> (streaming), <c>chunk</c>, <c>local</c> (dca),
-/// <c>layers</c> ("0-3,6"), <c>trained-context</c>, <c>context</c>.
+/// <c>layers</c> ("0-3,6"), <c>trained-context</c>, <c>context</c> (else the pipeline's target context).
 /// Defaults: streaming sink = 4 (the four attention sinks of StreamingLLM, Xiao et al. 2023, arXiv:2309.17453, sec. 3.2)
 /// and window = trained - sink (the cache then never holds more positions than the model was trained on); dca
 /// chunk = 3/4 of the trained context and local = trained / 16 (ChunkLlama's <c>replace_with_chunkllama</c>:
@@ -47,7 +47,8 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
     /// Reads the options; <paramref name="trained"/> is the trained context found on the model (with where it came from).
     /// Throws <see cref="CompileException"/> with one line naming the option and what to do.
     /// </summary>
-    public static LongAttentionSettings Parse(IReadOnlyDictionary<string, string> options, (int Value, string Source)? trained, string model)
+    /// <param name="targetContext">the pipeline's target context (<c>--context</c>), unless the <c>context</c> option overrides it</param>
+    public static LongAttentionSettings Parse(IReadOnlyDictionary<string, string> options, (int Value, string Source)? trained, string model, int? targetContext = null)
     {
         string pattern = options.TryGetValue("pattern", out var p) ? p : "dense";
         if (!Keys.TryGetValue(pattern, out var valid))
@@ -62,7 +63,7 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
         var layers = options.TryGetValue("layers", out var ls) ? ParseLayers(ls, model) : null;
         int? trainedCtx = Int("trained-context") ?? trained?.Value;
         string source = Int("trained-context") is not null ? "--trained-context" : trained?.Source ?? "";
-        int? context = Int("context");
+        int? context = Int("context") ?? targetContext;
         string? said = null;
         switch (pattern)
         {

@@ -52,7 +52,7 @@ public sealed partial class LowerToLongAttention : IPass
     public void Run(Model model, PassContext ctx)
     {
         // options first: a bad pattern or window is one error before anything changes
-        var s = LongAttentionSettings.Parse(ctx.Options, TrainedContext(model), model.DisplayName);
+        var s = LongAttentionSettings.Parse(ctx.Options, TrainedContext(model), model.DisplayName, ctx.TargetContext);
         if (s.Said is not null) ctx.Note(s.Said);
         var before = AttentionDiscovery.Discover(model);
         foreach (var u in before.Unrecognised) ctx.Note("not canonical attention, kept: " + u);

@@ -11,14 +11,14 @@ public sealed class AttentionOptionsTests
     [Test]
     public void ParsesPatternOptionsAndLayerLists()
     {
-        var s = AttentionOptions.Parse("dca:chunk=192,local=16,layers=0-1,3", 4096, 256)!;
+        var s = AttentionOptions.Parse("dca:chunk=192,local=16,layers=0-1,3", 256)!;
         Assert.That(s.Pass, Is.EqualTo("lower-attention"));
         Assert.That(s.Options, Is.EquivalentTo(new Dictionary<string, string>
         {
-            ["pattern"] = "dca", ["chunk"] = "192", ["local"] = "16", ["layers"] = "0-1,3", ["context"] = "4096", ["trained-context"] = "256",
+            ["pattern"] = "dca", ["chunk"] = "192", ["local"] = "16", ["layers"] = "0-1,3", ["trained-context"] = "256",
         }));
-        Assert.That(AttentionOptions.Parse("streaming", null, null)!.Options, Is.EquivalentTo(new Dictionary<string, string> { ["pattern"] = "streaming" }));
-        Assert.That(AttentionOptions.Parse(null, 4096, null), Is.Null);
+        Assert.That(AttentionOptions.Parse("streaming", null)!.Options, Is.EquivalentTo(new Dictionary<string, string> { ["pattern"] = "streaming" }));
+        Assert.That(AttentionOptions.Parse(null, 256), Is.Null);
     }
 
     [TestCase("sparse", "unknown pattern; valid: dense, streaming, dca")]
@@ -27,7 +27,7 @@ public sealed class AttentionOptionsTests
     [TestCase("dense:4", "is not k=v")]
     public void RejectsBadInput(string spec, string message)
     {
-        var ex = Assert.Throws<ArgumentException>(() => AttentionOptions.Parse(spec, null, null))!;
+        var ex = Assert.Throws<ArgumentException>(() => AttentionOptions.Parse(spec, null))!;
         Assert.That(ex.Message, Does.Contain(message));
     }
 
@@ -42,7 +42,7 @@ public sealed class AttentionOptionsTests
     public void LoweringRunsAfterCanonicalisationAndRope()
     {
         var rope = RopeOptions.Parse("yarn", 8192, 256, false);
-        var steps = Pipelines.WithMethods(rope, AttentionOptions.Parse("dca", 8192, 256));
+        var steps = Pipelines.WithMethods(rope, AttentionOptions.Parse("dca", 256));
         Assert.That(steps.Select(s => s.Pass), Is.EqualTo(new[] { "dce", "rope-yarn", "canonicalize-noise", "canonicalize-attention", "dce", "lower-attention", "dedup-initializers" }));
         Assert.That(Pipelines.WithMethods(rope, null), Is.EqualTo(Pipelines.WithMethods(rope)));
     }

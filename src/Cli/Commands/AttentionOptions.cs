@@ -7,7 +7,8 @@ namespace LongCtx.Cli.Commands;
 /// <summary>
 /// <c>lcc compile --attention dense | streaming[:sink=4,window=N] | dca[:chunk=N,local=M]</c> (each with an optional
 /// <c>layers=0-3,6</c>): parses the pattern into the <c>lower-attention</c> pipeline step. Defaults are derived by the
-/// pass from the trained context and printed as a note; <c>--trained-context</c> and <c>--context</c> are passed along.
+/// pass from the trained context and printed as a note; <c>--trained-context</c> is passed along (<c>--context</c> reaches
+/// the pass as the pipeline's target context).
 /// </summary>
 internal static class AttentionOptions
 {
@@ -18,10 +19,9 @@ internal static class AttentionOptions
 
     public static void AddTo(Command cmd) => cmd.Add(Attention);
 
-    public static PipelineStep? Step(ParseResult pr) =>
-        Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.Context), pr.GetValue(RopeOptions.TrainedContext));
+    public static PipelineStep? Step(ParseResult pr) => Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.TrainedContext));
 
-    public static PipelineStep? Parse(string? spec, int? context, int? trainedContext)
+    public static PipelineStep? Parse(string? spec, int? trainedContext)
     {
         if (spec is null) return null;
         int colon = spec.IndexOf(':');
@@ -42,7 +42,6 @@ internal static class AttentionOptions
                 last = key;
             }
         var inv = System.Globalization.CultureInfo.InvariantCulture;
-        if (context is int c) opts["context"] = c.ToString(inv);
         if (trainedContext is int t) opts["trained-context"] = t.ToString(inv);
         return new PipelineStep("lower-attention", opts);
     }

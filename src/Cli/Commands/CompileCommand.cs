@@ -37,6 +37,8 @@ internal static class CompileCommand
                     Console.WriteLine($"  {i++}. {s,-28} {(p.IsExact ? "exact" : "approximate"),-12} {p.Description}");
                 }
                 Console.WriteLine("known passes: " + string.Join(", ", Pipelines.Names));
+                Console.WriteLine("rope methods (--rope METHOD[:k=v,...], pass rope-METHOD):");
+                Console.Write(LongCtx.Passes.Rope.RopeMethods.Describe());
                 return Cli.Ok;
             }
             var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
@@ -44,7 +46,7 @@ internal static class CompileCommand
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),
-                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), Log = s => Console.Error.WriteLine(s) },
+                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);

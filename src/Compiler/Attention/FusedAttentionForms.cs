@@ -1,4 +1,5 @@
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 using LongCtx.Compiler.Schemas;
@@ -44,32 +45,15 @@ public static class FusedAttentionForms
     private static Value? Weight(Value? proj) =>
         Noise.Skip(proj)?.Producer is { OpType: "MatMul" } mm && Consts.IsConst(mm.Input(1)) ? mm.Input(1) : null;
 
-    /// <summary>
-    /// inv_freq from cos/sin caches [maxPos, d/2] (or Gathers of them): row 1 holds (cos, sin)(inv_freq), so
-    /// inv_freq = atan2(sin[1], cos[1]) (atan2, not acos: small angles keep their precision).
-    /// </summary>
-    private static float[]? InvFreqFromCos(Value? cos, Value? sin)
-    {
-        var c = CosTensor(cos);
-        var s = CosTensor(sin);
-        if (c is not { Dims.Length: 2 } || c.Dims[0] < 2) return null;
-        int h = (int)c.Dims[1];
-        var cf = c.ToFloats();
-        var sf = s is { Dims.Length: 2 } && s.Dims[1] == h ? s.ToFloats() : null;
-        return Enumerable.Range(0, h).Select(i => (float)(sf is null ? Math.Acos(Math.Clamp(cf[h + i], -1f, 1f)) : Math.Atan2(sf[h + i], cf[h + i]))).ToArray();
-    }
+    /// <summary>inv_freq from cos/sin caches [maxPos, d/2] (or Gathers of them), as <see cref="RopeAnalysis.CacheFrequencies"/> reads them.</summary>
+    private static float[]? InvFreqFromCos(Value? cos, Value? sin) =>
+        CosTensor(cos) is { } c ? RopeAnalysis.CacheFrequencies(c, CosTensor(sin), CacheLayout.Half)?.Select(x => (float)x).ToArray() : null;
 
     internal static Tensor? CosTensor(Value? cos) =>
         Consts.Of(cos) ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? Consts.Of(g.Input(0)) : null);
 
-    private static RopeInfo RopeFromCache(Value? cos, Value? sin, bool interleaved, long rotaryDimAttr)
-    {
-        var t = CosTensor(cos);
-        if (t is null) return new RopeInfo(true, null, (int)rotaryDimAttr, interleaved, null, "attribute");
-        var inv = InvFreqFromCos(cos, sin);
-        int dim = rotaryDimAttr > 0 ? (int)rotaryDimAttr : (int)t.Dims[^1] * 2;
-        return new RopeInfo(true, inv is null ? null : GraphFacts.ThetaFromInvFreq(inv), dim, interleaved, (int)t.Dims[0], "cos_cache");
-    }
+    private static RopeInfo RopeFromCache(Value? cos, Value? sin, bool interleaved, long rotaryDimAttr) =>
+        RopeAnalysis.FromCache(CosTensor(cos), CosTensor(sin), CacheLayout.Half, interleaved, rotaryDimAttr);
 
     private static int? LastDim(Value? v) => v?.Type?.Shape is { Rank: > 0 } s && s[s.Rank - 1].Value is long d ? (int)d : null;
 
