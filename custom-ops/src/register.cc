@@ -1,6 +1,7 @@
 // Entry point loaded by SessionOptions.RegisterCustomOpLibrary.
 #include <memory>
 
+#include "long_attention_op.h"
 #include "reference_attention.h"
 
 #define LONGCTX_EXPORT __attribute__((visibility("default")))
@@ -17,9 +18,19 @@ extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   try {
     // Domain and ops live for the whole process: sessions keep raw pointers.
     static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> ref_attn{longctx::CreateReferenceAttentionOp()};
+    // LongAttention: one registration per element type (float32, float16), same name.
+    struct OpDeleter {
+      void operator()(OrtCustomOp* op) const { longctx::DestroyLongAttentionOp(op); }
+    };
+    static std::unique_ptr<OrtCustomOp, OpDeleter> long_attn_f32{
+        longctx::CreateLongAttentionOp(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)};
+    static std::unique_ptr<OrtCustomOp, OpDeleter> long_attn_f16{
+        longctx::CreateLongAttentionOp(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)};
     static Ort::CustomOpDomain domain = [] {
       Ort::CustomOpDomain d{"longctx"};
       d.Add(ref_attn.get());
+      d.Add(long_attn_f32.get());
+      d.Add(long_attn_f16.get());
       return d;
     }();
 
