@@ -183,6 +183,32 @@ public class LongAttentionTests
         Assert.That(diff, Is.LessThanOrEqualTo(1e-6));
     }
 
+    /// <summary>Output 3 (lse) is log sum_j exp(scale q.k_j) over the allowed keys, [B, H, S], natural log.</summary>
+    [Test]
+    public void LseOutput_IsLogSumExpOfScaledScores()
+    {
+        var c = new Shapes(1, 2, 1, 16, 3, 2);
+        var inputs = RandomInputs(new Random(21), c, rotary: false);
+        var attrs = new List<AttributeProto> { IntAttr("num_heads", 2), IntAttr("kv_num_heads", 1), StringAttr("pattern", "dense") };
+        var la = Run(SingleNode("longctx", "LongAttention", attrs, c, rotary: false, half: false, withLse: true), inputs);
+        var keys = Concat(inputs["past_key"].data, inputs["key"].data!, c);
+        var q = inputs["query"].data!;
+        var expected = new float[c.Hq * c.S];
+        for (int h = 0; h < c.Hq; h++)
+        for (int i = 0; i < c.S; i++)
+        {
+            double sum = 0;
+            for (int t = 0; t <= c.P + i; t++)
+            {
+                double dot = 0;
+                for (int j = 0; j < c.D; j++) dot += q[(i * c.Hq + h) * c.D + j] * keys[t * c.D + j];
+                sum += Math.Exp(dot / Math.Sqrt(c.D));
+            }
+            expected[h * c.S + i] = (float)Math.Log(sum);
+        }
+        Assert.That(MaxAbsDiff(la["lse"], expected), Is.LessThanOrEqualTo(Tolerance));
+    }
+
     // ---------------------------------------------------------------- memory follows the tokens present
 
     [Test]
