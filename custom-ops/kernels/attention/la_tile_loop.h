@@ -53,18 +53,25 @@ struct TileLoop {
   static void QkBlock(const float* q, int64_t D, const float* kt, float* s, int ncb) {
     for (int cb = 0; cb < ncb; ++cb) {
       V acc[R][NV];
+      #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
+        #pragma GCC unroll 4
         for (int n = 0; n < NV; ++n) acc[r][n] = VT::zero();
       const float* kp = kt + cb * CB;
       for (int64_t d = 0; d < D; ++d) {
         V kv[NV];
+        #pragma GCC unroll 4
         for (int n = 0; n < NV; ++n) kv[n] = VT::load(kp + d * BK + n * W);
+        #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const V qb = VT::set1(q[r * D + d]);
+          #pragma GCC unroll 4
           for (int n = 0; n < NV; ++n) acc[r][n] = VT::fma(qb, kv[n], acc[r][n]);
         }
       }
+      #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
+        #pragma GCC unroll 4
         for (int n = 0; n < NV; ++n) VT::store(s + r * BK + cb * CB + n * W, acc[r][n]);
     }
   }
@@ -82,17 +89,24 @@ struct TileLoop {
   template <int R, int N>
   static void PvBlock(const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0) {
     V acc[R][N];
+    #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
+      #pragma GCC unroll 4
       for (int n = 0; n < N; ++n) acc[r][n] = VT::load(o + r * D + d0 + n * W);
     for (int64_t j = 0; j < bk; ++j) {
       V vv[N];
+      #pragma GCC unroll 4
       for (int n = 0; n < N; ++n) vv[n] = VT::load(v + j * ldv + d0 + n * W);
+      #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const V pb = VT::set1(p[r * BK + j]);
+        #pragma GCC unroll 4
         for (int n = 0; n < N; ++n) acc[r][n] = VT::fma(pb, vv[n], acc[r][n]);
       }
     }
+    #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
+      #pragma GCC unroll 4
       for (int n = 0; n < N; ++n) VT::store(o + r * D + d0 + n * W, acc[r][n]);
   }
 
