@@ -4,7 +4,7 @@
 // Per work item (batch b, kv head, query rows [i0, i1), keys [ks, ke)) the G query heads of the kv
 // head are processed together (M = G * rows), so every K/V tile is loaded once for the whole group:
 //   for each key span of the pattern, for each tile of kBlockK keys (skipped when the pattern says Empty):
-//     Kt   = rotate?(K tile) transposed to [D][kBlockK]           (pack, fp16 -> fp32)
+//     Kt   = rotate?(K tile) transposed to [D][kBlockK]           (pack: fp16 -> fp32, 8x8 transposes)
 //     S    = Q_variant Kt                                          (register-blocked MR x NV*W micro-kernel)
 //     mask on Partial tiles only; online softmax (Dao et al. 2022, Alg. 1):
 //       m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m-m') + sum P; O = O e^(m-m')
@@ -43,7 +43,7 @@ struct TileLoop {
   static_assert(BK % CB == 0, "kBlockK must be a multiple of NV*W");
 
   struct Bufs {
-    float *q, *o, *m, *l, *s, *kt, *vs, *row, *cs, *sn;
+    float *q, *o, *m, *l, *s, *kt, *kr, *vs, *row, *cs, *sn;
   };
 
   // ------------------------------------------------------------ micro-kernels
@@ -204,25 +204,23 @@ struct TileLoop {
         const int ncb = static_cast<int>((bk + CB - 1) / CB);
         const int64_t cols = ncb * CB;
 
-        // K tile -> Kt [D][BK]
-        for (int64_t j = 0; j < bk; ++j) {
-          const T* krow = kbase + (kt + j) * D;
-          const float* kr;
-          if constexpr (std::is_same_v<T, float>) {
-            kr = krow;
-          } else {
-            VT::HalfToFloatN(krow, bf.row, D);
-            kr = bf.row;
+        // K tile -> (rotated / converted rows) -> Kt [D][BK]
+        const float* ksrc;
+        if (std::is_same_v<T, float> && !rotate_keys) {
+          ksrc = reinterpret_cast<const float*>(kbase + kt * D);
+        } else {
+          for (int64_t j = 0; j < bk; ++j) {
+            float* kr = bf.kr + j * D;
+            LoadRow(kbase + (kt + j) * D, kr, D);
+            if (rotate_keys) {
+              const float *c, *s;
+              CosSin<T>(p, half, pat.key_position(kt + j), bf, &c, &s);
+              RotateRow(kr, plan.R, c, s, inter);
+            }
           }
-          if (rotate_keys) {
-            if (kr != bf.row) std::memcpy(bf.row, kr, sizeof(float) * D);
-            const float *c, *s;
-            CosSin<T>(p, half, pat.key_position(kt + j), bf, &c, &s);
-            RotateRow(bf.row, plan.R, c, s, inter);
-            kr = bf.row;
-          }
-          for (int64_t d = 0; d < D; ++d) bf.kt[d * BK + j] = kr[d];
+          ksrc = bf.kr;
         }
+        VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
         for (int64_t d = 0; d < D; ++d)
           for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
 
@@ -296,17 +294,17 @@ struct TileLoop {
 
   static void RunChunk(const Plan& plan, int64_t chunk) {
     const int64_t M = plan.max_rows, D = plan.D;
-    const int64_t sizes[] = {3 * M * D, M * D, M, M, M * BK, D * BK, BK * D, D, D, D};
+    const int64_t sizes[] = {3 * M * D, M * D, M, M, M * BK, D * BK, BK * D, BK * D, D, D, D};
     int64_t total = 0;
     for (int64_t s : sizes) total += (s + 15) / 16 * 16;
     Scratch buf(total);
-    float* ptrs[10];
+    float* ptrs[11];
     float* cur = buf.data();
-    for (int i = 0; i < 10; ++i) {
+    for (int i = 0; i < 11; ++i) {
       ptrs[i] = cur;
       cur += (sizes[i] + 15) / 16 * 16;
     }
-    const Bufs bf{ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9]};
+    const Bufs bf{ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9], ptrs[10]};
     const int64_t n = static_cast<int64_t>(plan.items.size());
     for (int64_t i = chunk; i < n; i += plan.nchunks) {
       if (plan.f16) {

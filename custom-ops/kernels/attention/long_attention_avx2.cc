@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "la_exp_simd.h"
+#include "la_transpose_avx2.h"
 #include "la_tile_loop.h"
 
 namespace longctx::la {
@@ -48,6 +49,9 @@ struct Avx2Traits {
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+  }
+  static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
+    PackTransposedAvx(src, lds, rows, D, kt, ldt);
   }
   static void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
     int64_t i = 0;

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "la_exp_simd.h"
+#include "la_transpose_avx2.h"
 #include "la_tile_loop.h"
 
 namespace longctx::la {
@@ -38,6 +39,9 @@ struct Avx512Traits {
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
     return _mm512_maskz_mov_ps(keep, _mm512_mul_ps(y, _mm512_castsi512_ps(e)));
+  }
+  static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
+    PackTransposedAvx(src, lds, rows, D, kt, ldt);
   }
   static void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
     int64_t i = 0;

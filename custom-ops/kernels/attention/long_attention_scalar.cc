@@ -21,6 +21,10 @@ struct ScalarTraits {
   static float hmax(V a) { return a; }
   static float hsum(V a) { return a; }
   static V exp(V x) { return x < -87.3f ? 0.f : std::exp(x); }
+  static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
+    for (int64_t j = 0; j < rows; ++j)
+      for (int64_t d = 0; d < D; ++d) kt[d * ldt + j] = src[j * lds + d];
+  }
   static void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(src[i]);
   }
