@@ -1,6 +1,6 @@
 // longctx_kernel_bench: LongAttention dense prefill GFLOP/s against the box's FMA peak, and decode
 // ms/token against the KV-bytes / triad-bandwidth bound, all measured in the same run.
-//   usage: longctx_kernel_bench [threads] [max_len]     (defaults: hardware threads, 32768)
+//   usage: longctx_kernel_bench [threads] [max_len] [prefill|decode|all]   (defaults: hardware threads, 32768, all)
 // FLOPs counted for causal prefill: 4 * S * T * D * H / 2 (QK^T and PV, half the square).
 // Peak: a register-resident FMA loop (AVX2 8-wide x 10 independent chains per thread) on every thread.
 // Bandwidth: STREAM triad a[i] = b[i] + s c[i] over 3 x 64 MiB, bytes counted 3 x 4 per element.
@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -96,6 +97,7 @@ longctx_la_params Params(const Layer& l, int64_t S, int64_t past, int64_t cap, s
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int64_t max_len = argc > 2 ? std::atoll(argv[2]) : 32768;
+  const std::string phase = argc > 3 ? argv[3] : "all";
   ThreadPool pool(threads);
   char err[256];
   const char* isa = longctx_la_resolve_isa(LONGCTX_ISA_AUTO, err, sizeof err);
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
   const Layer layers[] = {{8, 2, 64}, {32, 8, 128}};
   std::printf("\nprefill (dense, causal, fp32)\n%-14s %8s %10s %10s %8s\n", "layer", "S", "ms", "GFLOP/s", "%peak");
   for (const Layer& l : layers) {
+    if (phase == "decode") break;
     for (int64_t S : {2048, 8192, 32768, 131072}) {
       if (S > max_len) continue;
       if (l.H == 32 && S > 32768) continue;
@@ -131,6 +134,7 @@ int main(int argc, char** argv) {
 
   std::printf("\ndecode (dense, fp32, shared 64k-row buffer)\n%-14s %8s %10s %12s %8s\n", "layer", "context", "ms/token", "bound ms", "x bound");
   for (const Layer& l : layers) {
+    if (phase == "prefill") break;
     for (int64_t T : {8192, 32768}) {
       if (T > max_len) continue;
       const int64_t cap = 65536;

@@ -32,4 +32,46 @@ public class NativeKernelTests
         Assert.That(p.ExitCode, Is.EqualTo(0), "longctx_kernel_tests failed:\n" + stdout.Result + stderr.Result);
         Assert.That(stdout.Result, Does.Contain("0 failures").And.Contain("isa scalar:"));
     }
+
+    /// <summary>
+    /// ISA hygiene of liblongctx_ops.so (objdump): the AVX-512 path really uses zmm registers, and no zmm /
+    /// ymm / FMA instruction sits in a function outside the ISA-specific tile loops. Inline or template
+    /// code with external linkage compiled under -mavx512f could otherwise be picked by the linker for
+    /// baseline callers and crash (SIGILL) on CPUs without it.
+    /// </summary>
+    [Test]
+    public void IsaSpecificInstructionsStayInTheirPaths()
+    {
+        var lib = Path.Combine(AppContext.BaseDirectory, "liblongctx_ops.so");
+        Assert.That(File.Exists(lib), Is.True, $"{lib} missing");
+        string listing;
+        try
+        {
+            var psi = new ProcessStartInfo("objdump", $"-d --no-show-raw-insn -C \"{lib}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = Process.Start(psi)!;
+            listing = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            Assert.Ignore("objdump (binutils) not found on PATH");
+            return;
+        }
+        var zmm = new HashSet<string>();
+        var simd = new HashSet<string>();
+        string fn = "";
+        foreach (var line in listing.Split('\n'))
+        {
+            if (line.EndsWith(">:", StringComparison.Ordinal)) { fn = line; continue; }
+            if (line.Contains("%zmm", StringComparison.Ordinal)) zmm.Add(fn);
+            if (line.Contains("%ymm", StringComparison.Ordinal) || line.Contains("vfmadd", StringComparison.Ordinal)) simd.Add(fn);
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(zmm, Is.Not.Empty, "the AVX-512 tile loop uses zmm registers");
+            Assert.That(zmm.Where(f => !f.Contains("Avx512Traits", StringComparison.Ordinal)), Is.Empty, "zmm outside the AVX-512 path");
+            Assert.That(simd.Where(f => !f.Contains("Avx2Traits", StringComparison.Ordinal) && !f.Contains("Avx512Traits", StringComparison.Ordinal)
+                                     && !f.Contains("PackTransposedAvx", StringComparison.Ordinal)), Is.Empty, "ymm/FMA outside the AVX2/AVX-512 paths");
+        });
+    }
 }
