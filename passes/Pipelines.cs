@@ -9,6 +9,7 @@ public static class Pipelines
     {
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
+        ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
         ["rope-linear"] = () => new Rope.LinearRope(),
         ["rope-ntk"] = () => new Rope.NtkRope(),
@@ -24,6 +25,7 @@ public static class Pipelines
     public static IReadOnlyList<PipelineStep> Default { get; } =
     [
         new("dce"),                 // first: later passes should not see dead branches
+        new("canonicalize-noise"),  // before canonicalize-attention: Identity / no-op Casts out of the patterns' way
         new("canonicalize-attention"), // before the second dce, which removes the replaced subgraphs
         new("dce"),
         new("dedup-initializers"),

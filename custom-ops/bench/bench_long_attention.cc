@@ -1,11 +1,11 @@
-// longctx_kernel_bench: LongAttention dense prefill GFLOP/s against the box's FMA peak, and decode
-// ms/token against the KV-bytes / triad-bandwidth bound, all measured in the same run.
-//   usage: longctx_kernel_bench [threads] [max_len] [prefill|decode|all]   (defaults: hardware threads, 32768, all)
+// longctx_kernel_bench --long-attention: LongAttention dense prefill GFLOP/s against the box's FMA peak,
+// and decode ms/token against the KV-bytes / triad-bandwidth bound, all measured in the same run, on
+// `threads` threads (the rest of the bench is single-threaded).
+//   longctx_kernel_bench --long-attention [threads] [max_len] [prefill|decode|all]
+//   (defaults: hardware threads, 32768, all; LONGCTX_ISA=... picks the path)
 // FLOPs counted for causal prefill: 4 * S * T * D * H / 2 (QK^T and PV, half the square).
-// Peak: a register-resident FMA loop (AVX2 8-wide x 10 independent chains per thread) on every thread.
-// Bandwidth: STREAM triad a[i] = b[i] + s c[i] over 3 x 64 MiB, bytes counted 3 x 4 per element.
-#include <immintrin.h>
-
+// Peak: the active path's FMA loop (peak_*.cc) on every thread at once.
+// Bandwidth: STREAM triad a[i] = b[i] + s c[i] over 3 x 64 MiB on every thread, 3 x 4 bytes per element.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,8 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/thread_pool.h"
 #include "longctx/long_attention.h"
-#include "thread_pool.h"
+#include "peak.h"
 
 namespace {
 
@@ -26,28 +27,21 @@ using longctx::test::ThreadPool;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-__attribute__((target("avx2,fma"))) float FmaLoop(int64_t iters) {
-  __m256 a[10];
-  for (int i = 0; i < 10; ++i) a[i] = _mm256_set1_ps(1.f + i * 1e-3f);
-  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 10; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
-  __m256 s = a[0];
-  for (int i = 1; i < 10; ++i) s = _mm256_add_ps(s, a[i]);
-  float out[8];
-  _mm256_storeu_ps(out, s);
-  return out[0];
-}
-
 double PeakGflops(int threads) {
+  using Loop = double (*)(int64_t, float, float, float*);
+  const Loop loops[] = {&longctx::bench::FmaLoopScalar, &longctx::bench::FmaLoopAvx2, &longctx::bench::FmaLoopAvx512};
+  const Loop loop = loops[longctx_isa_active()];
   const int64_t iters = 50'000'000;
   std::vector<std::thread> ts;
   std::vector<float> sink(threads);
+  std::vector<double> flops(threads);
   const auto t0 = Clock::now();
-  for (int t = 0; t < threads; ++t) ts.emplace_back([&, t] { sink[t] = FmaLoop(iters); });
+  for (int t = 0; t < threads; ++t) ts.emplace_back([&, t] { flops[t] = loop(iters, 0.9999999f, 1e-7f, &sink[t]); });
   for (auto& t : ts) t.join();
   const double s = Seconds(t0, Clock::now());
-  return 2.0 * 8 * 10 * iters * threads / s / 1e9;
+  double total = 0;
+  for (double f : flops) total += f;
+  return total / s / 1e9;
 }
 
 double TriadGBs(int threads) {
@@ -86,6 +80,7 @@ longctx_la_params Params(const Layer& l, int64_t S, int64_t past, int64_t cap, s
   p.seqlens_k = seqlens;
   p.output = out.data();
   p.pattern = LONGCTX_LA_DENSE;
+  p.isa_override = -1;
   p.parallel_for = &ThreadPool::ParallelFor;
   p.executor = &pool;
   p.num_threads_hint = pool.size();
@@ -94,15 +89,21 @@ longctx_la_params Params(const Layer& l, int64_t S, int64_t past, int64_t cap, s
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const int threads = argc > 1 ? std::atoi(argv[1]) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t max_len = argc > 2 ? std::atoll(argv[2]) : 32768;
-  const std::string phase = argc > 3 ? argv[3] : "all";
+namespace longctx::bench {
+
+// argv[0..argc): [threads] [max_len] [prefill|decode|all]
+int LongAttentionBench(int argc, char** argv) {
+  const int threads = argc > 0 ? std::atoi(argv[0]) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t max_len = argc > 1 ? std::atoll(argv[1]) : 32768;
+  const std::string phase = argc > 2 ? argv[2] : "all";
+  if (threads < 1 || max_len < 1 || (phase != "all" && phase != "prefill" && phase != "decode")) {
+    std::fprintf(stderr, "usage: longctx_kernel_bench --long-attention [threads >= 1] [max_len] [prefill|decode|all]\n");
+    return 2;
+  }
   ThreadPool pool(threads);
-  char err[256];
-  const char* isa = longctx_la_resolve_isa(LONGCTX_ISA_AUTO, err, sizeof err);
+  char err[512];
   const double peak = PeakGflops(threads), triad = TriadGBs(threads);
-  std::printf("threads=%d isa=%s  FMA peak %.1f GFLOP/s  triad %.1f GB/s\n", threads, isa ? isa : err, peak, triad);
+  std::printf("threads=%d isa=%s  FMA peak %.1f GFLOP/s  triad %.1f GB/s\n", threads, longctx_isa_name(longctx_isa_active()), peak, triad);
 
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> U(-1.f, 1.f);
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
       double best = 1e30;
       for (int r = 0; r < reps; ++r) {
         const auto t0 = Clock::now();
-        if (longctx_long_attention(&p, err, sizeof err) != 0) { std::printf("error: %s\n", err); return 1; }
+        if (longctx_long_attention(&p, err, sizeof err) != LONGCTX_OK) { std::printf("error: %s\n", err); return 1; }
         best = std::min(best, Seconds(t0, Clock::now()));
       }
       const double flops = 4.0 * S * S * l.D * l.H / 2;
@@ -146,7 +147,7 @@ int main(int argc, char** argv) {
       double best = 1e30;
       for (int r = 0; r < 20; ++r) {
         const auto t0 = Clock::now();
-        if (longctx_long_attention(&p, err, sizeof err) != 0) { std::printf("error: %s\n", err); return 1; }
+        if (longctx_long_attention(&p, err, sizeof err) != LONGCTX_OK) { std::printf("error: %s\n", err); return 1; }
         best = std::min(best, Seconds(t0, Clock::now()));
       }
       const double bytes = 2.0 * T * l.Hkv * l.D * 4;
@@ -158,3 +159,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace longctx::bench

@@ -8,27 +8,16 @@
 #include <vector>
 
 #include "longctx/long_attention.h"
+#include "ort_helpers.h"
 
 #define LONGCTX_EXPORT __attribute__((visibility("default")))
 
-namespace longctx {
+namespace longctx::ort {
 namespace {
 
 constexpr const char* kOp = "longctx.LongAttention";
 
-struct Error {
-  std::string message;
-};
-
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << ']';
-  return os.str();
-}
-
-[[noreturn]] void Fail(const std::string& msg) { throw Error{std::string(kOp) + ": " + msg}; }
+[[noreturn]] void Fail(const std::string& msg) { longctx::ort::Fail(kOp, msg); }
 
 bool TryInt(const OrtKernelInfo* info, const char* name, int64_t* v) {
   OrtStatus* st = Ort::GetApi().KernelInfoGetAttribute_int64(info, name, v);
@@ -67,7 +56,7 @@ struct Config {
   bool do_rotary = false, interleaved = false;
   longctx_la_pattern pattern = LONGCTX_LA_DENSE;
   int64_t sink = 0, window = 0, chunk_size = 0, local_size = 0, trained_context = 0;
-  longctx_isa isa = LONGCTX_ISA_AUTO;
+  int isa_override = -1;  // -1: the library's active path
 };
 
 Config ReadConfig(const OrtKernelInfo* info) {
@@ -113,13 +102,14 @@ Config ReadConfig(const OrtKernelInfo* info) {
 
   std::string isa = "auto";
   StringAttr(info, "isa", &isa);
-  if (isa == "auto") c.isa = LONGCTX_ISA_AUTO;
-  else if (isa == "scalar") c.isa = LONGCTX_ISA_SCALAR;
-  else if (isa == "avx2") c.isa = LONGCTX_ISA_AVX2;
-  else if (isa == "avx512") c.isa = LONGCTX_ISA_AVX512;
-  else Fail("unknown isa '" + isa + "' (valid: auto, scalar, avx2, avx512)");
-  char err[256];
-  if (longctx_la_resolve_isa(c.isa, err, sizeof err) == nullptr) Fail(err);
+  if (isa != "auto") {
+    longctx_isa parsed;
+    if (!longctx_isa_parse(isa.c_str(), &parsed)) Fail("unknown isa '" + isa + "' (valid: auto, scalar, avx2, avx512)");
+    char missing[128];
+    if (!longctx_isa_supported(parsed, missing, sizeof missing))
+      Fail("isa '" + isa + "' was requested but this CPU lacks " + missing);
+    c.isa_override = static_cast<int>(parsed);
+  }
   return c;
 }
 
@@ -144,12 +134,8 @@ struct LongAttentionKernel {
     try {
       Compute(raw);
       return nullptr;
-    } catch (const Error& e) {
-      return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, e.message.c_str());
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), (std::string(kOp) + ": " + e.what()).c_str());
-    } catch (const std::exception& e) {
-      return Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(kOp) + ": " + e.what()).c_str());
+    } catch (...) {
+      return OrtStatusFromCurrentException(kOp);
     }
   }
 
@@ -242,13 +228,16 @@ struct LongAttentionKernel {
     p.scale = config.scale; p.pattern = config.pattern;
     p.sink = config.sink; p.window = config.window;
     p.chunk_size = config.chunk_size; p.local_size = config.local_size; p.trained_context = config.trained_context;
-    p.isa = config.isa;
+    p.isa_override = config.isa_override;
     OrtExecutor executor{raw};
     p.parallel_for = &OrtExecutor::ParallelFor;
     p.executor = &executor;
     p.num_threads_hint = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     char err[512] = {0};
-    if (longctx_long_attention(&p, err, sizeof err) != 0) Fail(err);
+    const longctx_status st = longctx_long_attention(&p, err, sizeof err);
+    if (st != LONGCTX_OK)
+      throw Ort::Exception(std::string(kOp) + ": " + err,
+                           st == LONGCTX_INVALID_ARGUMENT || st == LONGCTX_ISA_REFUSED ? ORT_INVALID_ARGUMENT : ORT_RUNTIME_EXCEPTION);
   }
 
   Config config;
@@ -259,13 +248,12 @@ struct LongAttentionOp : Ort::CustomOpBase<LongAttentionOp, LongAttentionKernel,
   explicit LongAttentionOp(ONNXTensorElementDataType t) : type(t) {}
 
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const noexcept {
+    (void)api;
     try {
       *kernel = new LongAttentionKernel(info, type);
       return nullptr;
-    } catch (const Error& e) {
-      return api.CreateStatus(ORT_INVALID_ARGUMENT, e.message.c_str());
-    } catch (const std::exception& e) {
-      return api.CreateStatus(ORT_FAIL, (std::string(kOp) + ": " + e.what()).c_str());
+    } catch (...) {
+      return OrtStatusFromCurrentException(kOp);
     }
   }
   const char* GetName() const { return "LongAttention"; }
@@ -291,7 +279,7 @@ struct LongAttentionOp : Ort::CustomOpBase<LongAttentionOp, LongAttentionKernel,
 OrtCustomOp* CreateLongAttentionOp(ONNXTensorElementDataType type) { return new LongAttentionOp(type); }
 void DestroyLongAttentionOp(OrtCustomOp* op) { delete static_cast<LongAttentionOp*>(op); }
 
-}  // namespace longctx
+}  // namespace longctx::ort
 
 // Debug counters for tests (P/Invoke from C#): the kernel's scratch high-water mark in bytes.
 extern "C" LONGCTX_EXPORT int64_t LongCtxLaScratchPeakBytes() { return longctx_la_scratch_peak_bytes(); }

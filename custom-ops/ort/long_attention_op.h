@@ -21,10 +21,10 @@
 
 #include "onnxruntime_cxx_api.h"
 
-namespace longctx {
+namespace longctx::ort {
 
 // Creates the op for element type `type` (FLOAT or FLOAT16). The object must outlive every session.
 OrtCustomOp* CreateLongAttentionOp(ONNXTensorElementDataType type);
 void DestroyLongAttentionOp(OrtCustomOp* op);
 
-}  // namespace longctx
+}  // namespace longctx::ort

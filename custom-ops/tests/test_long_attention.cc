@@ -1,7 +1,6 @@
 // Native tests of the LongAttention kernel (kernels/attention) against a masked dense reference
 // computed here in double (scores, mask, softmax), written from the pattern formulas, not from the
-// kernel's pattern classes. Every ISA path the CPU has is forced in turn; the ones it lacks are
-// reported as skipped. Exit status 0 = all passed.
+// kernel's pattern classes. Run once per ISA path by main.cc (kPerIsa), with that path active.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -10,24 +9,13 @@
 #include <vector>
 
 #include "longctx/long_attention.h"
+#include "tests.h"
 #include "thread_pool.h"
 
 namespace {
 
+using longctx::test::Ctx;
 using longctx::test::ThreadPool;
-
-int g_failures = 0, g_checks = 0;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++g_checks;                                            \
-    if (!(cond)) {                                         \
-      ++g_failures;                                        \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
 
 uint16_t ToHalf(float f) {  // round to nearest even (reference side, independent of the kernel's)
   uint32_t x;
@@ -61,7 +49,7 @@ struct Case {
   int64_t R = 0;           // 0 => D
   int64_t sink = 4, window = 37, chunk = 48, local = 16, trained = 0;
   float scale = 0.f;
-  longctx_isa isa = LONGCTX_ISA_AUTO;
+  int isa = -1;  // the active path
   double tol = 2e-5;
 };
 
@@ -106,10 +94,8 @@ void Rotate(std::vector<double>& x, int64_t R, const std::vector<float>& cs, con
   }
 }
 
-int64_t g_cases = 0;
 
-void RunCase(const Case& c, ThreadPool* pool) {
-  ++g_cases;
+void RunCase(Ctx& ctx, const Case& c, ThreadPool* pool) {
   std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(c.name)));
   std::uniform_real_distribution<float> U(-1.f, 1.f);
   const int64_t B = c.B, S = c.S, H = c.H, Hkv = c.Hkv, D = c.D, R = c.R ? c.R : c.D;
@@ -197,13 +183,13 @@ void RunCase(const Case& c, ThreadPool* pool) {
   p.do_rotary = c.rotary; p.rotary_interleaved = c.interleaved;
   p.cos_cache = bcs.data(); p.sin_cache = bsn.data(); p.rotary_dim = R; p.max_pos = max_pos;
   p.scale = c.scale; p.pattern = c.pattern; p.sink = c.sink; p.window = c.window;
-  p.chunk_size = c.chunk; p.local_size = c.local; p.trained_context = c.trained; p.isa = c.isa;
+  p.chunk_size = c.chunk; p.local_size = c.local; p.trained_context = c.trained; p.isa_override = c.isa;
   if (pool) { p.parallel_for = &ThreadPool::ParallelFor; p.executor = pool; p.num_threads_hint = pool->size(); }
 
   char err[512] = {0};
-  const int rc = longctx_long_attention(&p, err, sizeof err);
-  CHECK(rc == 0, "%s: kernel error: %s", c.name.c_str(), err);
-  if (rc != 0) return;
+  const longctx_status rc = longctx_long_attention(&p, err, sizeof err);
+  CHECK_MSG(ctx, rc == LONGCTX_OK, "%s: kernel error: %s", c.name.c_str(), err);
+  if (rc != LONGCTX_OK) return;
 
   const auto got = unpack(out);
   const auto got_pk = unpack(shared ? bpk : prk), got_pv = unpack(shared ? bpv : prv);
@@ -275,16 +261,16 @@ void RunCase(const Case& c, ThreadPool* pool) {
     }
   }
   const double kv_tol = c.f16 ? 2e-3 : 1e-6;
-  CHECK(max_err <= c.tol, "%s: max|out - ref| = %.3g > %.3g", c.name.c_str(), max_err, c.tol);
-  CHECK(max_lse_err <= c.tol * 4, "%s: max|lse - ref| = %.3g", c.name.c_str(), max_lse_err);
-  CHECK(max_kv_err <= kv_tol, "%s: max|present - ref| = %.3g", c.name.c_str(), max_kv_err);
+  CHECK_MSG(ctx, max_err <= c.tol, "%s: max|out - ref| = %.3g > %.3g", c.name.c_str(), max_err, c.tol);
+  CHECK_MSG(ctx, max_lse_err <= c.tol * 4, "%s: max|lse - ref| = %.3g", c.name.c_str(), max_lse_err);
+  CHECK_MSG(ctx, max_kv_err <= kv_tol, "%s: max|present - ref| = %.3g", c.name.c_str(), max_kv_err);
 }
 
 // DCA must equal dense exactly (same code path, same positions) when the sequence fits one chunk.
-void DcaEqualsDenseInOneChunk(ThreadPool* pool, longctx_isa isa) {
+void DcaEqualsDenseInOneChunk(Ctx& ctx, ThreadPool* pool) {
   for (int64_t S : {1, 7, 40}) {
     Case base;
-    base.S = S; base.past = S == 1 ? 30 : 0; base.chunk = 64; base.local = 8; base.isa = isa;  // L = 56 >= total
+    base.S = S; base.past = S == 1 ? 30 : 0; base.chunk = 64; base.local = 8;  // L = 56 >= total
     std::vector<float> outs[2];
     for (int pi = 0; pi < 2; ++pi) {
       const int64_t total = base.past + S, D = base.D;
@@ -304,86 +290,75 @@ void DcaEqualsDenseInOneChunk(ThreadPool* pool, longctx_isa isa) {
       p.present_key = prk.data(); p.present_value = prv.data(); p.present_len = total; p.seqlens_k = &sl;
       p.output = out.data(); p.do_rotary = 0;  // with rotation the caches differ (dense stores rotated keys)
       p.pattern = pi == 0 ? LONGCTX_LA_DENSE : LONGCTX_LA_DCA; p.chunk_size = base.chunk; p.local_size = base.local;
-      p.isa = isa;
+      p.isa_override = -1;
       if (pool) { p.parallel_for = &ThreadPool::ParallelFor; p.executor = pool; p.num_threads_hint = pool->size(); }
       char err[256];
-      CHECK(longctx_long_attention(&p, err, sizeof err) == 0, "dca==dense: %s", err);
+      CHECK_MSG(ctx, longctx_long_attention(&p, err, sizeof err) == 0, "dca==dense: %s", err);
       outs[pi] = out;
     }
-    CHECK(outs[0] == outs[1], "dca == dense bit-exactly in one chunk (S=%lld)", static_cast<long long>(S));
+    CHECK_MSG(ctx, outs[0] == outs[1], "dca == dense bit-exactly in one chunk (S=%lld)", static_cast<long long>(S));
   }
 }
 
-void BadInput() {
+void BadInput(Ctx& ctx) {
   longctx_la_params p{};
   float x[64] = {0};
   int32_t sl = 0;
-  p.dtype = LONGCTX_F32; p.batch = 1; p.seq_len = 1; p.num_heads = 1; p.kv_num_heads = 1; p.head_dim = 24;
+  p.dtype = LONGCTX_F32; p.batch = 1; p.seq_len = 1; p.num_heads = 1; p.kv_num_heads = 1; p.head_dim = 24; p.isa_override = -1;
   p.query = p.key = p.value = x; p.present_key = p.present_value = x; p.present_len = 1; p.output = x; p.seqlens_k = &sl;
   char err[256] = {0};
-  CHECK(longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "head_dim 24") != nullptr,
+  CHECK_MSG(ctx, longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "head_dim 24") != nullptr,
         "head_dim 24 rejected by name: '%s'", err);
   p.head_dim = 16; p.pattern = LONGCTX_LA_STREAMING; p.window = 0;
-  CHECK(longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "window") != nullptr, "window 0: '%s'", err);
+  CHECK_MSG(ctx, longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "window") != nullptr, "window 0: '%s'", err);
   p.pattern = LONGCTX_LA_DCA; p.chunk_size = 8; p.local_size = 8;
-  CHECK(longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "chunk_size") != nullptr, "dca local>=chunk: '%s'", err);
+  CHECK_MSG(ctx, longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "chunk_size") != nullptr, "dca local>=chunk: '%s'", err);
   p.pattern = LONGCTX_LA_DENSE; sl = 5;
-  CHECK(longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "present length") != nullptr, "seqlens beyond buffer: '%s'", err);
+  CHECK_MSG(ctx, longctx_long_attention(&p, err, sizeof err) != 0 && std::strstr(err, "present length") != nullptr, "seqlens beyond buffer: '%s'", err);
 }
 
 }  // namespace
 
-int main() {
+namespace longctx::test {
+
+void LongAttentionTests(Ctx& ctx) {
   ThreadPool pool(3);
-  const longctx_isa all[] = {LONGCTX_ISA_SCALAR, LONGCTX_ISA_AVX2, LONGCTX_ISA_AVX512};
-  const char* names[] = {"scalar", "avx2", "avx512"};
-  BadInput();
-  for (int ii = 0; ii < 3; ++ii) {
-    char err[256];
-    if (longctx_la_resolve_isa(all[ii], err, sizeof err) == nullptr) {
-      std::printf("SKIP isa %s: %s\n", names[ii], err);
-      continue;
-    }
-    const int before = g_failures;
-    const int64_t cases_before = g_cases;
-    int n = 0;
-    const longctx_la_pattern pats[] = {LONGCTX_LA_DENSE, LONGCTX_LA_STREAMING, LONGCTX_LA_DCA};
-    const char* pnames[] = {"dense", "streaming", "dca"};
-    for (int pi = 0; pi < 3; ++pi)
-      for (int64_t S : {1, 7, 257})
-        for (int ratio : {1, 2, 4})
-          for (int64_t past : {0, 70}) {
-            Case c;
-            c.pattern = pats[pi]; c.S = S; c.past = past; c.isa = all[ii];
-            c.Hkv = ratio == 4 ? 1 : 2; c.H = c.Hkv * ratio;
-            c.D = (n % 3 == 0) ? 32 : (n % 3 == 1) ? 64 : 128;
-            c.f16 = (n / 3) % 2 == 1;
-            c.tol = c.f16 ? 4e-3 : 2e-5;
-            c.present_cap = (n % 2 == 0) ? past + S + 13 : 0;   // shared buffer with spare capacity
-            c.past_buf = past > 0 && c.present_cap == 0 ? past + 5 : 0;  // concat: past buffer larger than valid
-            c.interleaved = n % 5 == 1;
-            c.R = n % 7 == 3 ? c.D / 2 : 0;
-            c.trained = pats[pi] == LONGCTX_LA_DCA && n % 2 ? 40 : 0;
-            c.B = S == 257 ? 1 : 2;
-            c.rotary = n % 11 != 5;
-            c.name = std::string(names[ii]) + "/" + pnames[pi] + "/S" + std::to_string(S) + "/G" + std::to_string(ratio) +
-                     "/P" + std::to_string(past) + "/D" + std::to_string(c.D) + (c.f16 ? "/f16" : "/f32") +
-                     (c.present_cap ? "/shared" : "/concat");
-            RunCase(c, n % 4 == 3 ? nullptr : &pool);
-            ++n;
-          }
-    // Decode with a long cache: several key splits merged by log-sum-exp.
-    for (int pi = 0; pi < 3; ++pi) {
-      Case c;
-      c.pattern = pats[pi]; c.S = 1; c.past = 2000; c.H = 8; c.Hkv = 2; c.D = 64; c.isa = all[ii];
-      c.window = 300; c.chunk = 512; c.local = 64; c.trained = 256; c.present_cap = 4096;
-      c.name = std::string(names[ii]) + "/" + pnames[pi] + "/decode-split";
-      RunCase(c, &pool);
-    }
-    DcaEqualsDenseInOneChunk(&pool, all[ii]);
-    std::printf("isa %s: %lld cases, %s\n", names[ii], static_cast<long long>(g_cases - cases_before),
-                g_failures == before ? "ok" : "FAILED");
+  BadInput(ctx);
+  int n = 0;
+  const longctx_la_pattern pats[] = {LONGCTX_LA_DENSE, LONGCTX_LA_STREAMING, LONGCTX_LA_DCA};
+  const char* pnames[] = {"dense", "streaming", "dca"};
+  for (int pi = 0; pi < 3; ++pi)
+    for (int64_t S : {1, 7, 257})
+      for (int ratio : {1, 2, 4})
+        for (int64_t past : {0, 70}) {
+          Case c;
+          c.pattern = pats[pi]; c.S = S; c.past = past;
+          c.Hkv = ratio == 4 ? 1 : 2; c.H = c.Hkv * ratio;
+          c.D = (n % 3 == 0) ? 32 : (n % 3 == 1) ? 64 : 128;
+          c.f16 = (n / 3) % 2 == 1;
+          c.tol = c.f16 ? 4e-3 : 2e-5;
+          c.present_cap = (n % 2 == 0) ? past + S + 13 : 0;           // shared buffer with spare capacity
+          c.past_buf = past > 0 && c.present_cap == 0 ? past + 5 : 0;  // concat: past buffer larger than valid
+          c.interleaved = n % 5 == 1;
+          c.R = n % 7 == 3 ? c.D / 2 : 0;
+          c.trained = pats[pi] == LONGCTX_LA_DCA && n % 2 ? 40 : 0;
+          c.B = S == 257 ? 1 : 2;
+          c.rotary = n % 11 != 5;
+          c.name = std::string(pnames[pi]) + "/S" + std::to_string(S) + "/G" + std::to_string(ratio) + "/P" +
+                   std::to_string(past) + "/D" + std::to_string(c.D) + (c.f16 ? "/f16" : "/f32") +
+                   (c.present_cap ? "/shared" : "/concat");
+          RunCase(ctx, c, n % 4 == 3 ? nullptr : &pool);
+          ++n;
+        }
+  // Decode with a long cache: several key splits merged by log-sum-exp.
+  for (int pi = 0; pi < 3; ++pi) {
+    Case c;
+    c.pattern = pats[pi]; c.S = 1; c.past = 2000; c.H = 8; c.Hkv = 2; c.D = 64;
+    c.window = 300; c.chunk = 512; c.local = 64; c.trained = 256; c.present_cap = 4096;
+    c.name = std::string(pnames[pi]) + "/decode-split";
+    RunCase(ctx, c, &pool);
   }
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  DcaEqualsDenseInOneChunk(ctx, &pool);
 }
+
+}  // namespace longctx::test

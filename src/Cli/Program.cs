@@ -17,6 +17,7 @@ public static class Program
         root.Add(DemoCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(BenchCommand.Create());
+        root.Add(KernelsBenchCommand.Create());
         root.Add(RunCommand.Create());
         return root;
     }

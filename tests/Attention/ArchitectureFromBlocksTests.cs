@@ -1,5 +1,6 @@
 using System.Text.Json;
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.OnnxIO;
 using LongCtx.Models;
 using NUnit.Framework;

@@ -1,4 +1,5 @@
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.OnnxIO;
 using NUnit.Framework;
 

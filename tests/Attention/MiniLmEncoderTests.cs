@@ -1,5 +1,6 @@
 using System.Reflection;
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.OnnxIO;
 using NUnit.Framework;
 

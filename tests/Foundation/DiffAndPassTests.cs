@@ -89,12 +89,41 @@ public sealed class DiffAndPassTests
     }
 
     [Test]
-    public void StepLimit_StopsThePipeline()
+    public void StepLimit_CountsSingleMutationsOfPassesWithoutRules()
     {
         var m = TinyGraphs.WithDeadCode();
         var r = PassManager.Run(m, Pipelines.Instantiate([new PipelineStep("dce")]), new PassManagerOptions { StepLimit = 1, Trace = true });
         Assert.That(r.StoppedAtStepLimit, Is.True);
         Assert.That(r.Trace, Has.Count.EqualTo(1));
+        Assert.That(r.Passes[0].Counts["nodes removed"], Is.EqualTo(1));
         Verifier.Verify(m);
+    }
+
+    /// <summary>
+    /// --step-limit N counts whole rule applications: on a 3-layer model, N = 0..3 leaves exactly N blocks rewritten
+    /// (never a half-done one: the IR verifies and the rest of the graph is untouched), and a large N equals no limit.
+    /// </summary>
+    [Test]
+    public void StepLimit_StopsThePipelineBetweenWholeRuleApplications()
+    {
+        var config = new LongCtx.Models.DecoderConfig(Layers: 3);
+        var unlimited = LongCtx.Models.Builders.Build("torch", config);
+        var full = Run(unlimited, "canonicalize-attention");
+        Assert.That(full.StoppedAtStepLimit, Is.False);
+        Assert.That(full.Passes[0].Counts["blocks rewritten to GroupQueryAttention"], Is.EqualTo(3));
+        for (int n = 0; n <= 3; n++)
+        {
+            var m = LongCtx.Models.Builders.Build("torch", config);
+            var r = PassManager.Run(m, Pipelines.Instantiate([new PipelineStep("canonicalize-attention")]), new PassManagerOptions { StepLimit = n, Trace = true });
+            Verifier.Verify(m);
+            Assert.That(r.StoppedAtStepLimit, Is.EqualTo(n < 3), $"limit {n}");
+            Assert.That(m.Graph.Nodes.Count(x => x.OpType == "GroupQueryAttention"), Is.EqualTo(n), $"limit {n}");
+            Assert.That(m.Graph.Nodes.Count(x => x.OpType == "Softmax"), Is.EqualTo(3 - n), $"limit {n}: the blocks not reached are intact");
+            Assert.That(r.Passes[0].Counts.GetValueOrDefault("blocks rewritten to GroupQueryAttention"), Is.EqualTo(n));
+            Assert.That(r.Trace.Count(t => !t.StartsWith(' ')), Is.EqualTo(n), "one trace entry per whole rule application");
+        }
+        var large = LongCtx.Models.Builders.Build("torch", config);
+        PassManager.Run(large, Pipelines.Instantiate([new PipelineStep("canonicalize-attention")]), new PassManagerOptions { StepLimit = 1000 });
+        Assert.That(OnnxWriter.ToBytes(large), Is.EqualTo(OnnxWriter.ToBytes(unlimited)));
     }
 }

@@ -150,10 +150,30 @@ struct Plan {
   int64_t slot_floats = 0;
 };
 
-using ChunkFn = void (*)(const Plan&, int64_t chunk);
-void ChunkScalar(const Plan& plan, int64_t chunk);
-void ChunkAvx2(const Plan& plan, int64_t chunk);
-void ChunkAvx512(const Plan& plan, int64_t chunk);
+// Scratch of one chunk of the tile loop, in floats: Q (3 variants), O, m, l, S, Kt, K rows, V rows,
+// one row and cos/sin rows; each part 16-float aligned. Allocated by the driver (baseline code), so the
+// ISA files hold no destructors, landing pads or weak symbols.
+enum ChunkPart { kPartQ, kPartO, kPartM, kPartL, kPartS, kPartKt, kPartKr, kPartVs, kPartRow, kPartCos, kPartSin, kNumParts };
+struct ChunkLayout {
+  int64_t offset[kNumParts];
+  int64_t total;
+};
+static inline ChunkLayout MakeChunkLayout(int64_t M, int64_t D) {
+  const int64_t sizes[kNumParts] = {3 * M * D, M * D, M, M, M * kBlockK, D * kBlockK, kBlockK * D, kBlockK * D, D, D, D};
+  ChunkLayout layout{};
+  for (int i = 0; i < kNumParts; ++i) {
+    layout.offset[i] = layout.total;
+    layout.total += (sizes[i] + 15) / 16 * 16;
+  }
+  return layout;
+}
+
+// The per-ISA part: one instance per ISA file (long_attention_{scalar,avx2,avx512}.cc).
+struct Table {
+  // The tile loop over the items of one chunk, with MakeChunkLayout(plan.max_rows, plan.D) floats of scratch.
+  void (*chunk)(const Plan& plan, int64_t chunk, float* scratch);
+};
+extern const Table kScalar, kAvx2, kAvx512;
 
 // Writes row `m` of an item's finished state (O not yet normalised) to output and lse.
 void StoreRow(const Plan& plan, const Item& item, int64_t row, const float* o, float m, float l);

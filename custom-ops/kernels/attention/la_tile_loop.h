@@ -292,19 +292,11 @@ struct TileLoop {
     }
   }
 
-  static void RunChunk(const Plan& plan, int64_t chunk) {
-    const int64_t M = plan.max_rows, D = plan.D;
-    const int64_t sizes[] = {3 * M * D, M * D, M, M, M * BK, D * BK, BK * D, BK * D, D, D, D};
-    int64_t total = 0;
-    for (int64_t s : sizes) total += (s + 15) / 16 * 16;
-    Scratch buf(total);
-    float* ptrs[11];
-    float* cur = buf.data();
-    for (int i = 0; i < 11; ++i) {
-      ptrs[i] = cur;
-      cur += (sizes[i] + 15) / 16 * 16;
-    }
-    const Bufs bf{ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9], ptrs[10]};
+  static void RunChunk(const Plan& plan, int64_t chunk, float* scratch) {
+    const ChunkLayout lay = MakeChunkLayout(plan.max_rows, plan.D);
+    auto part = [&](ChunkPart k) { return scratch + lay.offset[k]; };
+    const Bufs bf{part(kPartQ),  part(kPartO),  part(kPartM),   part(kPartL),   part(kPartS),  part(kPartKt),
+                  part(kPartKr), part(kPartVs), part(kPartRow), part(kPartCos), part(kPartSin)};
     const int64_t n = static_cast<int64_t>(plan.items.size());
     for (int64_t i = chunk; i < n; i += plan.nchunks) {
       if (plan.f16) {

@@ -12,7 +12,7 @@
 
 #include "la_internal.h"
 #include "la_tile_loop.h"
-#include "longctx/cpu_features.h"
+#include "cpu/dispatch.h"
 
 namespace longctx::la {
 
@@ -175,18 +175,31 @@ std::string Validate(const longctx_la_params& p) {
   return {};
 }
 
-std::string Run(const longctx_la_params& p) {
+// A status and its one-line message; plain strings are argument errors (empty = OK).
+struct Result {
+  Result(std::string m) : status(m.empty() ? LONGCTX_OK : LONGCTX_INVALID_ARGUMENT), msg(std::move(m)) {}  // NOLINT
+  Result(const char* m) : Result(std::string(m)) {}                                                          // NOLINT
+  Result(longctx_status s, std::string m) : status(s), msg(std::move(m)) {}
+  longctx_status status;
+  std::string msg;
+};
+
+Result Run(const longctx_la_params& p) {
   if (std::string e = Validate(p); !e.empty()) return e;
-  Isa isa;
+  constexpr dispatch::ByIsa<Table> kTables = {&kScalar, &kAvx2, &kAvx512};
+  const Table* table = nullptr;
   std::string err;
-  IsaRequest req = IsaRequest::Auto;
-  switch (p.isa) {
-    case LONGCTX_ISA_SCALAR: req = IsaRequest::Scalar; break;
-    case LONGCTX_ISA_AVX2: req = IsaRequest::Avx2; break;
-    case LONGCTX_ISA_AVX512: req = IsaRequest::Avx512; break;
-    default: break;
+  if (p.isa_override >= 0) {
+    const char* name = longctx_isa_name(static_cast<longctx_isa>(p.isa_override));
+    char missing[128];
+    if (name == nullptr) return "isa override " + Str(p.isa_override) + " is not an ISA path (scalar, avx2, avx512)";
+    if (!longctx_isa_supported(static_cast<longctx_isa>(p.isa_override), missing, sizeof missing))
+      return Result(LONGCTX_ISA_REFUSED, std::string("isa ") + name + " was requested but this CPU lacks " + missing);
+    table = kTables[p.isa_override];
+  } else {
+    table = dispatch::Select(kTables);
+    if (table == nullptr) return Result(LONGCTX_ISA_REFUSED, longctx_isa_choice_error());
   }
-  if (!ResolveIsa(req, &isa, &err)) return err;
 
   Plan plan;
   plan.p = &p;
@@ -282,8 +295,11 @@ std::string Run(const longctx_la_params& p) {
   plan.nchunks = std::min<int64_t>(static_cast<int64_t>(plan.items.size()), 4 * static_cast<int64_t>(threads));
 
   // 3. Tile loop.
-  const ChunkFn fn = isa == Isa::Avx512 ? ChunkAvx512 : isa == Isa::Avx2 ? ChunkAvx2 : ChunkScalar;
-  ParallelFor(p, plan.nchunks, [&](int64_t c) { fn(plan, c); });
+  const int64_t chunk_floats = MakeChunkLayout(plan.max_rows, plan.D).total;
+  ParallelFor(p, plan.nchunks, [&](int64_t c) {
+    Scratch scratch(chunk_floats);
+    table->chunk(plan, c, scratch.data());
+  });
 
   // 4. Merge key splits.
   if (slots > 0) {
@@ -315,7 +331,7 @@ std::string Run(const longctx_la_params& p) {
       }
     });
   }
-  return {};
+  return Result(std::string());
 }
 
 }  // namespace
@@ -323,38 +339,30 @@ std::string Run(const longctx_la_params& p) {
 
 extern "C" {
 
-int longctx_long_attention(const longctx_la_params* params, char* err, size_t err_len) {
+longctx_status longctx_long_attention(const longctx_la_params* params, char* err, size_t err_len) {
   std::string msg;
+  longctx_status status = LONGCTX_INVALID_ARGUMENT;
   try {
-    msg = params == nullptr ? std::string("params is NULL") : longctx::la::Run(*params);
+    const longctx::la::Result r = params == nullptr ? longctx::la::Result("params is NULL") : longctx::la::Run(*params);
+    status = r.status;
+    msg = r.msg;
   } catch (const std::bad_alloc&) {
     msg = "out of memory";
+    status = LONGCTX_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
     msg = e.what();
+    status = LONGCTX_INTERNAL;
+  } catch (...) {
+    msg = "unknown error";
+    status = LONGCTX_INTERNAL;
   }
-  if (msg.empty()) return 0;
+  if (status == LONGCTX_OK) return LONGCTX_OK;
   if (err != nullptr && err_len > 0) {
     const size_t n = std::min(err_len - 1, msg.size());
     std::memcpy(err, msg.data(), n);
     err[n] = '\0';
   }
-  return 1;
-}
-
-const char* longctx_la_resolve_isa(longctx_isa isa, char* err, size_t err_len) {
-  longctx::IsaRequest req = longctx::IsaRequest::Auto;
-  if (isa == LONGCTX_ISA_SCALAR) req = longctx::IsaRequest::Scalar;
-  if (isa == LONGCTX_ISA_AVX2) req = longctx::IsaRequest::Avx2;
-  if (isa == LONGCTX_ISA_AVX512) req = longctx::IsaRequest::Avx512;
-  longctx::Isa out;
-  std::string e;
-  if (longctx::ResolveIsa(req, &out, &e)) return longctx::IsaName(out);
-  if (err != nullptr && err_len > 0) {
-    const size_t n = std::min(err_len - 1, e.size());
-    std::memcpy(err, e.data(), n);
-    err[n] = '\0';
-  }
-  return nullptr;
+  return status;
 }
 
 int64_t longctx_la_scratch_peak_bytes(void) { return longctx::la::g_scratch_peak.load(); }

@@ -63,6 +63,6 @@ struct Avx2Traits {
 
 }  // namespace
 
-void ChunkAvx2(const Plan& plan, int64_t chunk) { TileLoop<Avx2Traits>::RunChunk(plan, chunk); }
+const Table kAvx2 = {&TileLoop<Avx2Traits>::RunChunk};
 
 }  // namespace longctx::la

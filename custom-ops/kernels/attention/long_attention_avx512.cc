@@ -53,6 +53,6 @@ struct Avx512Traits {
 
 }  // namespace
 
-void ChunkAvx512(const Plan& plan, int64_t chunk) { TileLoop<Avx512Traits>::RunChunk(plan, chunk); }
+const Table kAvx512 = {&TileLoop<Avx512Traits>::RunChunk};
 
 }  // namespace longctx::la

@@ -32,6 +32,6 @@ struct ScalarTraits {
 
 }  // namespace
 
-void ChunkScalar(const Plan& plan, int64_t chunk) { TileLoop<ScalarTraits>::RunChunk(plan, chunk); }
+const Table kScalar = {&TileLoop<ScalarTraits>::RunChunk};
 
 }  // namespace longctx::la

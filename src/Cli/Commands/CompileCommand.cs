@@ -15,11 +15,12 @@ internal static class CompileCommand
         var force = new Option<bool>("--force") { Description = "replace a non-empty output folder" };
         var listPasses = new Option<bool>("--list-passes") { Description = "print the pipeline and the known passes, then exit" };
         var verify = new Option<bool>("--verify") { Description = "verify IR invariants after every pass (on by default; --verify false to skip)", DefaultValueFactory = _ => true };
-        var trace = new Option<bool>("--trace") { Description = "print every rewrite" };
-        var stepLimit = new Option<int?>("--step-limit") { Description = "stop after N rewrites (to bisect a miscompile)" };
+        var trace = new Option<bool>("--trace") { Description = "print every rule application and the mutations it made" };
+        var stepLimit = new Option<int?>("--step-limit") { Description = "stop after N steps: whole rule applications (or single mutations of passes without rules), to bisect a miscompile" };
+        var explain = new Option<bool>("--explain") { Description = "for every rule that matched nothing, print its furthest failure (reason and node)" };
         var threshold = new Option<long>("--external-threshold") { Description = "initializers of at least this many bytes go to model.onnx.data", DefaultValueFactory = _ => 1024 };
         var cmd = new Command("compile", "Compile a model: run the pass pipeline, verify, write OUTDIR/model.onnx (+ .data) and OUTDIR/longctx.json")
-        { model, output, force, listPasses, verify, trace, stepLimit, threshold };
+        { model, output, force, listPasses, verify, trace, stepLimit, explain, threshold };
         RopeOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
@@ -41,7 +42,7 @@ internal static class CompileCommand
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),
-                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Log = s => Console.Error.WriteLine(s) },
+                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
@@ -50,6 +51,7 @@ internal static class CompileCommand
                 string counts = p.Counts.Count == 0 ? "no change" : string.Join(", ", p.Counts.Select(kv => $"{kv.Value} {kv.Key}"));
                 Console.WriteLine($"  {p.Pass,-22} {counts}  ({p.Milliseconds:0} ms)");
                 foreach (var n in p.Notes) Console.WriteLine($"    note: {n}");
+                foreach (var e in p.Explain ?? []) Console.WriteLine($"    explain: {e}");
             }
             if (pr.GetValue(trace)) foreach (var t in r.Pipeline.Trace) Console.WriteLine("    trace: " + t);
             if (r.Pipeline.StoppedAtStepLimit) Console.WriteLine($"  stopped at step limit {pr.GetValue(stepLimit)}");

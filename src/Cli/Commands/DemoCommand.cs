@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using LongCtx.Compiler;
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.OnnxIO;
 using LongCtx.Models;
 using LongCtx.Passes;

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using LongCtx.Compiler;
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.Inspect;
 
 namespace LongCtx.Cli.Commands;

@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.IR;
 
 namespace LongCtx.Compiler.Analysis;

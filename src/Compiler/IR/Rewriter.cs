@@ -2,7 +2,10 @@ namespace LongCtx.Compiler.IR;
 
 /// <summary>
 /// The only way to mutate a model. Keeps producer/use lists consistent, uniquifies names, counts every
-/// mutation (for <c>--trace</c> and <c>--step-limit</c>) and refuses edits that would leave dangling values.
+/// mutation (for <c>--trace</c>) and refuses edits that would leave dangling values. <c>--step-limit</c> counts
+/// logical steps (after ILSpy's Stepper): a group opened with <see cref="BeginStep"/> (one whole rule application) is
+/// one step however many mutations it makes, and the limit is checked before the group starts, so a stop never
+/// leaves a half-done rewrite; a mutation outside any group is a step of its own.
 /// </summary>
 public sealed class Rewriter
 {
@@ -18,6 +21,8 @@ public sealed class Rewriter
     public Model Model { get; }
     /// <summary>Number of mutations so far.</summary>
     public int Steps { get; private set; }
+    /// <summary>Number of logical steps so far (whole rule applications, plus mutations made outside any group).</summary>
+    public int LogicalSteps { get; private set; }
     /// <summary>When true, every mutation is recorded in <see cref="Trace"/>.</summary>
     public bool Tracing { get; set; }
     public IReadOnlyList<string> Trace => _trace;
@@ -34,15 +39,43 @@ public sealed class Rewriter
     }
 
     private int? _limit;
+    private int _groupDepth;
+
+    private void CheckLimit()
+    {
+        if (_limit is int lim && LogicalSteps >= lim) throw new Passes.StepLimitReachedException(lim);
+    }
 
     private void Step(string what)
     {
-        if (_limit is int lim && Steps >= lim) throw new Passes.StepLimitReachedException(lim);
+        if (_groupDepth == 0)
+        {
+            CheckLimit();
+            LogicalSteps++;
+            if (Tracing) _trace.Add(what);
+        }
+        else if (Tracing) _trace.Add("  " + what);
         Steps++;
-        if (Tracing) _trace.Add(what);
     }
 
-    /// <summary>Makes mutations past <paramref name="limit"/> total steps throw <see cref="Passes.StepLimitReachedException"/>.</summary>
+    /// <summary>
+    /// Opens a logical step (<paramref name="label"/>, e.g. one rule application): throws
+    /// <see cref="Passes.StepLimitReachedException"/> before anything changes when the limit is spent; the mutations
+    /// made until the returned handle is disposed count as this one step (traced indented below the label).
+    /// </summary>
+    public IDisposable BeginStep(string label)
+    {
+        if (_groupDepth == 0)
+        {
+            CheckLimit();
+            LogicalSteps++;
+            if (Tracing) _trace.Add(label);
+        }
+        _groupDepth++;
+        return new Reset(() => _groupDepth--);
+    }
+
+    /// <summary>Makes logical steps past <paramref name="limit"/> in total throw <see cref="Passes.StepLimitReachedException"/>.</summary>
     public IDisposable LimitSteps(int limit)
     {
         _limit = limit;

@@ -2,7 +2,9 @@ namespace LongCtx.Compiler.IR;
 
 /// <summary>
 /// Checks IR invariants: SSA (one definition per name, no shadowing), use lists match inputs, producers match
-/// outputs, nodes in topological order, every input defined before use, graph outputs defined.
+/// outputs, nodes in topological order, every input defined before use, graph outputs defined; and element types
+/// where they are known (cheap, local checks): operands of elementwise ops, MatMul, Concat and Where agree, an
+/// initializer's declared type matches its data, a Cast's output type is its 'to'.
 /// Run after every pass (always in tests and Debug, <c>--verify</c> in the CLI).
 /// </summary>
 public static class Verifier
@@ -30,6 +32,34 @@ public static class Verifier
             throw new IrException($"IR verification failed{(after is null ? "" : " after " + after)} on {model.DisplayName}: " + string.Join("; ", e.Take(10)) + (e.Count > 10 ? $" (+{e.Count - 10} more)" : ""));
     }
 
+    /// <summary>Default-domain ops whose listed inputs must share one element type (ONNX type constraint T).</summary>
+    private static readonly Dictionary<string, int[]> SameTypeInputs = new(StringComparer.Ordinal)
+    {
+        ["Add"] = [0, 1], ["Sub"] = [0, 1], ["Mul"] = [0, 1], ["Div"] = [0, 1], ["MatMul"] = [0, 1],
+        ["Equal"] = [0, 1], ["Less"] = [0, 1], ["LessOrEqual"] = [0, 1], ["Greater"] = [0, 1], ["GreaterOrEqual"] = [0, 1],
+        ["And"] = [0, 1], ["Or"] = [0, 1], ["Xor"] = [0, 1], ["Where"] = [1, 2],
+    };
+
+    private static ElementType? Known(Value? v) => v?.Type?.Element is { } e && e != ElementType.Undefined ? e : null;
+
+    private static void CheckTypes(Node n, List<string> errors)
+    {
+        if (n.Domain.Length != 0) return;
+        IEnumerable<int> slots = n.OpType is "Concat" or "Sum" or "Max" or "Min" or "Mean"
+            ? Enumerable.Range(0, n.Inputs.Count)
+            : SameTypeInputs.TryGetValue(n.OpType, out var s) ? s : [];
+        int? first = null;
+        foreach (int i in slots)
+        {
+            if (Known(n.Input(i)) is not { } e) continue;
+            if (first is not int f) { first = i; continue; }
+            if (Known(n.Input(f)) is { } ef && ef != e)
+                errors.Add($"{n} input {i} '{n.Input(i)!.Name}' is {e.ShortName()} but input {f} '{n.Input(f)!.Name}' is {ef.ShortName()} (the operands of {n.OpType} must have one element type)");
+        }
+        if (n.OpType == "Cast" && n.Attribute("to") is { } to && n.Outputs.Count > 0 && Known(n.Outputs[0]) is { } oe && (long)oe != to.AsInt())
+            errors.Add($"{n} casts to {((ElementType)to.AsInt()).ShortName()} but its output '{n.Outputs[0]!.Name}' is declared {oe.ShortName()}");
+    }
+
     private static void CheckGraph(Graph g, HashSet<Value> outerVisible, List<string> errors, HashSet<Node> allNodes, HashSet<Value> defined, Dictionary<string, string> names)
     {
         var visible = new HashSet<Value>(outerVisible);
@@ -45,6 +75,8 @@ public static class Verifier
         foreach (var v in g.Initializers)
         {
             if (v.Const is null) errors.Add($"initializer '{v.Name}' has no data");
+            else if (Known(v) is { } declared && declared != v.Const.Element)
+                errors.Add($"initializer '{v.Name}' is declared {declared.ShortName()} but its data is {v.Const.Element.ShortName()}");
             if (!v.IsGraphInput) Define(v, "initializer");
         }
         foreach (var n in g.Nodes)
@@ -59,6 +91,7 @@ public static class Verifier
                     errors.Add($"{n} input {i} '{v.Name}' is not defined before use (not a graph input, initializer, or output of an earlier node)");
                 if (!v.Uses.Contains(new Use(n, i))) errors.Add($"value '{v.Name}' does not list its use by {n} input {i}");
             }
+            CheckTypes(n, errors);
             foreach (var sg in n.Subgraphs)
             {
                 if (sg.Parent != g || sg.ParentNode != n) errors.Add($"subgraph '{sg.Name}' of {n} has a wrong parent link");

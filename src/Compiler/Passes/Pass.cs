@@ -22,6 +22,7 @@ public sealed class PassContext
 {
     private readonly Dictionary<string, int> _counts = new(StringComparer.Ordinal);
     private readonly List<string> _notes = [];
+    private readonly List<string> _explanations = [];
 
     public PassContext(Rewriter rewriter, IReadOnlyDictionary<string, string>? options = null, Action<string>? log = null, CancellationToken cancellation = default)
     {
@@ -39,17 +40,23 @@ public sealed class PassContext
     public Dictionary<string, object?> RuntimeConfig { get; } = [];
     public IReadOnlyDictionary<string, int> Counts => _counts;
     public IReadOnlyList<string> Notes => _notes;
+    /// <summary>Why rules matched nothing (printed by <c>lcc compile --explain</c>).</summary>
+    public IReadOnlyList<string> Explanations => _explanations;
 
     /// <summary>Counts one application of <paramref name="what"/> (printed by <c>lcc compile</c>, asserted in tests).</summary>
     public void Count(string what, int n = 1) => _counts[what] = _counts.GetValueOrDefault(what) + n;
     /// <summary>A remark for the report (why something was left as it was, what was assumed).</summary>
     public void Note(string text) => _notes.Add(text);
+    /// <summary>For <c>--explain</c>: why a rule of this pass matched nothing (its furthest failure, with reason and node).</summary>
+    public void Explain(string text) => _explanations.Add(text);
 
     public string Option(string name, string dflt) => Options.TryGetValue(name, out var v) ? v : dflt;
 }
 
 /// <summary>What one pass did.</summary>
-public sealed record PassReport(string Pass, bool Exact, IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, int Rewrites, double Milliseconds, IReadOnlyDictionary<string, string> Options);
+/// <param name="Explain">per rule that matched nothing, its furthest failure; only with <c>--explain</c> (null otherwise)</param>
+public sealed record PassReport(string Pass, bool Exact, IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, int Rewrites, double Milliseconds, IReadOnlyDictionary<string, string> Options,
+    IReadOnlyList<string>? Explain = null);
 
 /// <summary>A pipeline step: pass name plus options. Pipelines are data (lists of steps).</summary>
 public sealed record PipelineStep(string Pass, IReadOnlyDictionary<string, string>? Options = null)

@@ -7,10 +7,12 @@ public sealed record PassManagerOptions
 {
     /// <summary>Verify IR invariants after every pass (always on in tests and Debug builds).</summary>
     public bool Verify { get; init; } = true;
-    /// <summary>Stop after this many rewrites in total (bisecting a miscompile).</summary>
+    /// <summary>Stop after this many logical steps in total (whole rule applications; bisecting a miscompile).</summary>
     public int? StepLimit { get; init; }
-    /// <summary>Record every rewrite.</summary>
+    /// <summary>Record every rule application and mutation.</summary>
     public bool Trace { get; init; }
+    /// <summary>Report, per rule that matched nothing, its furthest failure (<see cref="PassReport.Explain"/>).</summary>
+    public bool Explain { get; init; }
     public Action<string>? Log { get; init; }
 }
 
@@ -46,7 +48,8 @@ public static class PassManager
             sw.Stop();
             if (options.Verify) Verifier.Verify(model, $"pass '{pass.Name}'");
             foreach (var kv in ctx.RuntimeConfig) runtime[kv.Key] = kv.Value;
-            reports.Add(new PassReport(pass.Name, pass.IsExact, new SortedDictionary<string, int>(ctx.Counts.ToDictionary(), StringComparer.Ordinal), ctx.Notes.ToList(), rewriter.Steps - before, sw.Elapsed.TotalMilliseconds, opts));
+            reports.Add(new PassReport(pass.Name, pass.IsExact, new SortedDictionary<string, int>(ctx.Counts.ToDictionary(), StringComparer.Ordinal), ctx.Notes.ToList(), rewriter.Steps - before, sw.Elapsed.TotalMilliseconds, opts,
+                options.Explain ? ctx.Explanations.ToList() : null));
             if (stopped) break;
         }
         return new PipelineResult(reports, rewriter.Trace.ToList(), stopped, runtime);

@@ -26,6 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "longctx/cpu.h"
+#include "longctx/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -33,10 +36,6 @@ extern "C" {
 typedef enum longctx_dtype { LONGCTX_F32 = 0, LONGCTX_F16 = 1 } longctx_dtype;
 
 typedef enum longctx_la_pattern { LONGCTX_LA_DENSE = 0, LONGCTX_LA_STREAMING = 1, LONGCTX_LA_DCA = 2 } longctx_la_pattern;
-
-// ISA request. AUTO = best the CPU supports, unless the environment variable LONGCTX_ISA
-// (scalar | avx2 | avx512) forces one. A forced ISA the CPU lacks is an error, never a fallback.
-typedef enum longctx_isa { LONGCTX_ISA_AUTO = 0, LONGCTX_ISA_SCALAR = 1, LONGCTX_ISA_AVX2 = 2, LONGCTX_ISA_AVX512 = 3 } longctx_isa;
 
 // Executor: must call fn(ctx, i) exactly once for every i in [0, n), in any order and on any threads,
 // and return when all calls have finished. NULL = run serially on the calling thread.
@@ -69,20 +68,19 @@ typedef struct longctx_la_params {
   longctx_la_pattern pattern;
   int64_t sink, window;                              // streaming
   int64_t chunk_size, local_size, trained_context;   // dca (trained_context 0 => no scale factor)
-  longctx_isa isa;
+  // -1 = the library's active path (longctx/cpu.h: best, or LONGCTX_ISA, or longctx_isa_set); otherwise a
+  // longctx_isa value forcing that path for this call (the op's `isa` attribute). A path the CPU lacks is
+  // refused (LONGCTX_ISA_REFUSED), never downgraded.
+  int isa_override;
 
   longctx_parallel_for_fn parallel_for;  // optional
   void* executor;
   int num_threads_hint;                  // used to size the work split; <= 0 => hardware concurrency
 } longctx_la_params;
 
-// Runs the op. Returns 0 on success; otherwise writes a one-line message to err (if not NULL) and
-// returns non-zero. Validation happens before any output is written.
-int longctx_long_attention(const longctx_la_params* params, char* err, size_t err_len);
-
-// Name of the ISA `isa` resolves to on this CPU ("scalar", "avx2", "avx512"), or NULL with a message
-// in err when it is not available.
-const char* longctx_la_resolve_isa(longctx_isa isa, char* err, size_t err_len);
+// Runs the op. On anything but LONGCTX_OK a one-line message is written to err (when not NULL).
+// Validation happens before any output is written.
+longctx_status longctx_long_attention(const longctx_la_params* params, char* err, size_t err_len);
 
 // Debug counters of the kernel's scratch allocations (bytes), process-wide: the high-water mark of
 // scratch held at once since the last reset. Used by tests to check memory follows the tokens present.

@@ -1,7 +1,8 @@
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// Finds the attention blocks of a model, whichever exporter wrote it. Anchors: every Softmax that feeds a MatMul
@@ -27,14 +28,33 @@ public static class AttentionDiscovery
         return new DiscoveryResult(blocks, unrecognised);
     }
 
-    private static bool IsAnchor(Node n) => (n.Domain, n.OpType) switch
+    /// <summary>
+    /// The layer number discovery gives <paramref name="anchor"/>: how many anchors precede it in its graph. Stable
+    /// under rewrites that replace a block by one fused op and re-sort (the fused op takes the block's place).
+    /// </summary>
+    public static int LayerOf(Node anchor)
+    {
+        int layer = 0;
+        foreach (var n in anchor.Graph.Nodes)
+        {
+            if (n == anchor) return layer;
+            if (IsAnchor(n)) layer++;
+        }
+        throw new ArgumentException($"{anchor} is not in its graph");
+    }
+
+    /// <summary>Tries the forms at <paramref name="anchor"/> (an <see cref="IsAnchor"/> node) as layer <paramref name="layer"/>.</summary>
+    public static (AttentionBlock? Block, MatchResult Failure) Match(Node anchor, int layer) => TryForms(anchor, layer, null);
+
+    /// <summary>Every Softmax that feeds a MatMul (unfused forms) and every fused attention operator.</summary>
+    public static bool IsAnchor(Node n) => (n.Domain, n.OpType) switch
     {
         ("", "Softmax") => n.Output().Uses.Any(u => u.Node.OpType == "MatMul" || (u.Node.OpType == "Cast" && u.Node.Output().Uses.Any(w => w.Node.OpType == "MatMul"))),
         ("com.microsoft", "GroupQueryAttention" or "MultiHeadAttention") or ("", "Attention") => true,
         _ => false,
     };
 
-    private static (AttentionBlock?, MatchResult) TryForms(Node anchor, int layer, Model m) => anchor.OpType switch
+    private static (AttentionBlock?, MatchResult) TryForms(Node anchor, int layer, Model? m) => anchor.OpType switch
     {
         "Softmax" => TorchAttentionForm.Match(anchor, layer),
         "GroupQueryAttention" or "MultiHeadAttention" or "Attention" => FusedAttentionForms.Match(anchor, layer),

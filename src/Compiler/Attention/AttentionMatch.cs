@@ -1,6 +1,6 @@
 using LongCtx.Compiler.IR;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// IR handles of one recognised attention block, for rewrites. Values are compared by reference and are only valid

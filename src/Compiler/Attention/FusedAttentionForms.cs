@@ -1,7 +1,9 @@
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
+using LongCtx.Compiler.Schemas;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// Forms whose attention is already one operator: c) com.microsoft.GroupQueryAttention (the canonical form),
@@ -12,6 +14,7 @@ namespace LongCtx.Compiler.Analysis;
 public static class FusedAttentionForms
 {
     public const string Gqa = "ms-gqa", MsMha = "ms-mha-rotary", OnnxAttention = "onnx-attention";
+    private static readonly OpSchema GqaOp = OpSchemas.GroupQueryAttention, Mha = OpSchemas.MultiHeadAttention, Att = OpSchemas.Attention;
 
     private static readonly Pattern MsRotary = P.MsOp("RotaryEmbedding", P.Any("x"), P.Any("positions"), P.Any("cos"), P.Any("sin")).NodeNamed("rot");
     private static readonly Pattern OnnxRotary = P.Op("RotaryEmbedding", P.Any("x"), P.Any("cos"), P.Any("sin")).ExtraInputs().NodeNamed("rot");
@@ -67,19 +70,17 @@ public static class FusedAttentionForms
 
     private static int? LastDim(Value? v) => v?.Type?.Shape is { Rank: > 0 } s && s[s.Rank - 1].Value is long d ? (int)d : null;
 
-    private static string? OutName(Node n, int i) => i < n.Outputs.Count ? n.Outputs[i]?.Name : null;
-
     private static (AttentionBlock?, MatchResult) MatchGqa(Node n, int layer)
     {
         int heads = (int)n.IntAttr("num_heads", 0), kv = (int)n.IntAttr("kv_num_heads", 0);
         if (heads <= 0 || kv <= 0) return (null, Fail(n, "num_heads/kv_num_heads missing"));
-        bool packed = n.Input(1) is null;
-        int? headDim = LastDim(n.Input(3));
-        if (headDim is null && Consts.Of(Weight(n.Input(0))) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / (packed ? heads + 2 * kv : heads));
+        bool packed = GqaOp.Input(n, "key") is null;
+        int? headDim = LastDim(GqaOp.Input(n, "past_key"));
+        if (headDim is null && Consts.Of(Weight(GqaOp.Input(n, "query"))) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / (packed ? heads + 2 * kv : heads));
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
         var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(n.Input(7), n.Input(8), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
-        Value? qIn = n.Input(0), kIn = n.Input(1), positions = n.Input(9), cos = n.Input(7), sin = n.Input(8);
+        Value? qIn = GqaOp.Input(n, "query"), kIn = GqaOp.Input(n, "key"), positions = GqaOp.Input(n, "position_ids"), cos = GqaOp.Input(n, "cos_cache"), sin = GqaOp.Input(n, "sin_cache");
         if (!rope.Present && !packed && MsRotary.Match(qIn) is { Ok: true } qr && MsRotary.Match(kIn) is { Ok: true } kr)
         {
             // RoPE applied outside the op by com.microsoft.RotaryEmbedding on q and k (separate-rope exports)
@@ -89,19 +90,19 @@ public static class FusedAttentionForms
             qIn = qr.Bindings["x"]; kIn = kr.Bindings!["x"];
         }
         int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
-        var m = Handles(n, qIn, kIn, n.Input(2), n.Input(3), n.Input(4), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2),
-            positions, cos, sin, n.Input(5));
+        var m = Handles(n, qIn, kIn, GqaOp.Input(n, "value"), GqaOp.Input(n, "past_key"), GqaOp.Input(n, "past_value"), GqaOp.Output(n, "present_key"), GqaOp.Output(n, "present_value"),
+            positions, cos, sin, GqaOp.Input(n, "seqlens_k"));
         return (new AttentionBlock(layer, Gqa, heads, kv, headDim.Value, hidden, true, scale, rope,
-            n.Input(3)?.Name, n.Input(4)?.Name, OutName(n, 1), OutName(n, 2), "BHSD", n.Input(5) is { } sk ? GraphFacts.MaskInput(sk) : null, m), MatchResult.Success(Bindings.Empty, 1));
+            GqaOp.Input(n, "past_key")?.Name, GqaOp.Input(n, "past_value")?.Name, GqaOp.Output(n, "present_key")?.Name, GqaOp.Output(n, "present_value")?.Name, "BHSD", GqaOp.Input(n, "seqlens_k") is { } sk ? GraphFacts.MaskInput(sk) : null, m), MatchResult.Success(Bindings.Empty, 1));
     }
 
     private static (AttentionBlock?, MatchResult) MatchMha(Node n, int layer)
     {
         int heads = (int)n.IntAttr("num_heads", 0);
         if (heads <= 0) return (null, Fail(n, "num_heads missing"));
-        var q = MsRotary.Match(n.Input(0));
-        var k = MsRotary.Match(n.Input(1));
-        Value? qIn = n.Input(0), kIn = n.Input(1);
+        var q = MsRotary.Match(Mha.Input(n, "query"));
+        var k = MsRotary.Match(Mha.Input(n, "key"));
+        Value? qIn = Mha.Input(n, "query"), kIn = Mha.Input(n, "key");
         var rope = RopeInfo.None;
         Value? positions = null, cos = null, sin = null;
         if (q.Ok != k.Ok) return (null, q.Ok ? k : q);
@@ -112,24 +113,24 @@ public static class FusedAttentionForms
             rope = RopeFromCache(cos, sin, rot.IntAttr("interleaved", 0) == 1, rot.IntAttr("rotary_embedding_dim", 0));
             qIn = q.Bindings["x"]; kIn = k.Bindings!["x"];
         }
-        int? headDim = LastDim(n.Input(6));
+        int? headDim = LastDim(Mha.Input(n, "past_key"));
         if (headDim is null && Consts.Of(Weight(qIn)) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / heads);
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
-        var mask = n.Input(5) ?? n.Input(4);
+        var mask = Mha.Input(n, "attention_bias") ?? Mha.Input(n, "key_padding_mask");
         bool causal = n.IntAttr("unidirectional", 0) == 1 || (mask is not null && GraphFacts.AncestorOps(mask).Overlaps(["Trilu", "LessOrEqual", "Less", "Greater", "GreaterOrEqual", "Range"]));
         int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
-        var m = Handles(n, qIn, kIn, n.Input(2), n.Input(6), n.Input(7), n.Outputs.ElementAtOrDefault(1), n.Outputs.ElementAtOrDefault(2), positions, cos, sin, mask);
+        var m = Handles(n, qIn, kIn, Mha.Input(n, "value"), Mha.Input(n, "past_key"), Mha.Input(n, "past_value"), Mha.Output(n, "present_key"), Mha.Output(n, "present_value"), positions, cos, sin, mask);
         return (new AttentionBlock(layer, MsMha, heads, heads, headDim.Value, hidden, causal, scale, rope,
-            n.Input(6)?.Name, n.Input(7)?.Name, OutName(n, 1), OutName(n, 2), "BHSD", GraphFacts.MaskInput(mask), m), MatchResult.Success(Bindings.Empty, 1));
+            Mha.Input(n, "past_key")?.Name, Mha.Input(n, "past_value")?.Name, Mha.Output(n, "present_key")?.Name, Mha.Output(n, "present_value")?.Name, "BHSD", GraphFacts.MaskInput(mask), m), MatchResult.Success(Bindings.Empty, 1));
     }
 
     private static (AttentionBlock?, MatchResult) MatchOnnx(Node n, int layer)
     {
         int heads = (int)n.IntAttr("q_num_heads", 0), kv = (int)n.IntAttr("kv_num_heads", 0);
         if (heads <= 0 || kv <= 0) return (null, Fail(n, "q_num_heads/kv_num_heads missing: 4-D inputs are not read yet"));
-        Value? kIn = n.Input(1), vIn = n.Input(2), pastK = n.Input(4), pastV = n.Input(5);
-        Value? presentK = n.Outputs.ElementAtOrDefault(1), presentV = n.Outputs.ElementAtOrDefault(2);
+        Value? kIn = Att.Input(n, "K"), vIn = Att.Input(n, "V"), pastK = Att.Input(n, "past_key"), pastV = Att.Input(n, "past_value");
+        Value? presentK = Att.Output(n, "present_key"), presentV = Att.Output(n, "present_value");
         string layout = "BHSD";
         var ks = Scatter.Match(kIn);
         var vs = Scatter.Match(vIn);
@@ -141,16 +142,16 @@ public static class FusedAttentionForms
             kIn = ks.Bindings["fresh"]; vIn = vs.Bindings["fresh"];
             layout = "BSH-static";
         }
-        var q = OnnxRotary.Match(n.Input(0));
+        var q = OnnxRotary.Match(Att.Input(n, "Q"));
         var k = OnnxRotary.Match(kIn);
         var rope = RopeInfo.None;
-        Value? qIn = n.Input(0), cos = null, sin = null, positions = null;
+        Value? qIn = Att.Input(n, "Q"), cos = null, sin = null, positions = null;
         if (q.Ok != k.Ok) return (null, q.Ok ? k : q);
         if (q.Ok)
         {
             var rot = q.Bindings!.Node("rot");
             cos = q.Bindings["cos"]; sin = q.Bindings["sin"];
-            positions = rot.Input(3) ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? GraphFacts.AncestorInputs(g.Input(1)!).FirstOrDefault() : null);
+            positions = OpSchemas.RotaryEmbedding.Input(rot, "position_ids") ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? GraphFacts.AncestorInputs(g.Input(1)!).FirstOrDefault() : null);
             rope = RopeFromCache(cos, sin, rot.IntAttr("interleaved", 0) == 1, rot.IntAttr("rotary_embedding_dim", 0));
             qIn = q.Bindings["x"]; kIn = k.Bindings!["x"];
         }
@@ -158,11 +159,11 @@ public static class FusedAttentionForms
         if (headDim is null && Consts.Of(Weight(qIn)) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / heads);
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
-        var mask = n.Input(3);
+        var mask = Att.Input(n, "attn_mask");
         bool causal = n.IntAttr("is_causal", 0) == 1 || (mask is not null && GraphFacts.AncestorOps(mask).Overlaps(["Trilu", "LessOrEqual", "Less", "Greater", "GreaterOrEqual"]));
         int hidden = Consts.Of(Weight(qIn)) is { Dims.Length: 2 } qw ? (int)qw.Dims[0] : heads * headDim.Value;
         var m = Handles(n, qIn, kIn, vIn, pastK, pastV, presentK, presentV, positions, cos, sin, mask);
         return (new AttentionBlock(layer, OnnxAttention, heads, kv, headDim.Value, hidden, causal, scale, rope,
-            pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, layout, GraphFacts.MaskInput(mask ?? n.Input(6)), m), MatchResult.Success(Bindings.Empty, 1));
+            pastK?.Name, pastV?.Name, presentK?.Name, presentV?.Name, layout, GraphFacts.MaskInput(mask ?? Att.Input(n, "nonpad_kv_seqlen")), m), MatchResult.Success(Bindings.Empty, 1));
     }
 }

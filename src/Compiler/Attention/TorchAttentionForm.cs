@@ -1,7 +1,8 @@
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 
-namespace LongCtx.Compiler.Analysis;
+namespace LongCtx.Compiler.Attention;
 
 /// <summary>
 /// Form a: attention as torch.onnx.export writes HF-style modules (Vaswani et al. 2017, softmax(QK^T/sqrt(d) + M) V),
