@@ -66,6 +66,11 @@ Config ReadConfig(const OrtKernelInfo* info) {
   if (c.num_heads <= 0 || c.kv_num_heads <= 0 || c.num_heads % c.kv_num_heads != 0)
     Fail("num_heads (" + std::to_string(c.num_heads) + ") must be a positive multiple of kv_num_heads (" +
          std::to_string(c.kv_num_heads) + ")");
+  // GroupQueryAttention attributes this op does not implement: refuse rather than silently ignore them.
+  if (IntAttr(info, "local_window_size", -1) != -1)
+    Fail("attribute 'local_window_size' is not supported (use pattern 'streaming' with sink=0, window=N, or keep GroupQueryAttention)");
+  if (FloatAttr(info, "softcap", 0.f) != 0.f) Fail("attribute 'softcap' is not supported (keep GroupQueryAttention)");
+  if (IntAttr(info, "smooth_softmax", 0) != 0) Fail("attribute 'smooth_softmax' is not supported (keep GroupQueryAttention)");
   c.scale = FloatAttr(info, "scale", 0.f);
   c.do_rotary = IntAttr(info, "do_rotary", 0) != 0;
   c.interleaved = IntAttr(info, "rotary_interleaved", 0) != 0;

@@ -283,6 +283,17 @@ public class LongAttentionTests
         Assert.That(ex.Message, Does.Contain("'window'").And.Contain("streaming: sink, window"));
     }
 
+    [TestCase("local_window_size", 8L, TestName = "GqaLocalWindow_IsRefused")]
+    [TestCase("smooth_softmax", 1L, TestName = "GqaSmoothSoftmax_IsRefused")]
+    public void GqaAttributeItDoesNotImplement_IsRefused(string name, long value)
+    {
+        var c = new Shapes(1, 2, 2, 32, 0, 3);
+        var attrs = new List<AttributeProto> { IntAttr("num_heads", 2), IntAttr("kv_num_heads", 2), IntAttr(name, value) };
+        var ex = Assert.Catch<OnnxRuntimeException>(() => Run(LongAttention(attrs, c, false, "dense"), RandomInputs(new Random(1), c, false)));
+        TestContext.Out.WriteLine(ex!.Message);
+        Assert.That(ex.Message, Does.Contain($"'{name}' is not supported"));
+    }
+
     [Test]
     public void UnsupportedHeadDim_IsNamed()
     {
