@@ -16,6 +16,7 @@
 namespace longctx::la {
 
 constexpr int64_t kBlockK = 64;  // keys per tile (a multiple of every ISA's NV*W)
+constexpr int64_t kRowsPerItem = 128;
 
 // ---------------------------------------------------------------- patterns
 

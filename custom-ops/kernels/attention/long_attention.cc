@@ -249,7 +249,7 @@ Result Run(const longctx_la_params& p) {
 
   // 2. Work items: query tiles of about 64 rows (all G heads together), aligned for the pattern.
   const int threads = p.num_threads_hint > 0 ? p.num_threads_hint : std::max(1u, std::thread::hardware_concurrency());
-  const int64_t rows_per_tile = std::max<int64_t>(1, 64 / plan.G);
+  const int64_t rows_per_tile = std::max<int64_t>(1, kRowsPerItem / plan.G);
   struct Tile { int32_t b; int64_t i0, i1; };
   std::vector<Tile> tiles;
   for (int64_t b = 0; b < B; ++b) {
