@@ -63,7 +63,7 @@ public static class FusedAttentionForms
         if (headDim is null && Consts.Of(Weight(GqaOp.Input(n, "query"))) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / (packed ? heads + 2 * kv : heads));
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
-        var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(n.Input(7), n.Input(8), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
+        var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(OpSchemas.GroupQueryAttention.Input(n, "cos_cache"), OpSchemas.GroupQueryAttention.Input(n, "sin_cache"), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
         Value? qIn = GqaOp.Input(n, "query"), kIn = GqaOp.Input(n, "key"), positions = GqaOp.Input(n, "position_ids"), cos = GqaOp.Input(n, "cos_cache"), sin = GqaOp.Input(n, "sin_cache");
         if (!rope.Present && !packed && MsRotary.Match(qIn) is { Ok: true } qr && MsRotary.Match(kIn) is { Ok: true } kr)
         {

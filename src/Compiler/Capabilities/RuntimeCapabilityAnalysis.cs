@@ -1,3 +1,4 @@
+using LongCtx.Compiler.Schemas;
 using LongCtx.Compiler.IR;
 using LongCtx.Contract;
 
@@ -25,15 +26,18 @@ public sealed record KvLayerValues(int Layer, Value PastKey, Value PastValue, Va
 /// </summary>
 public static class RuntimeCapabilityAnalysis
 {
+    private static readonly OpSchema Gqa = OpSchemas.GroupQueryAttention;
     private const string GqaOp = "GroupQueryAttention";
-    private const string GqaDomain = "com.microsoft";
-    // GroupQueryAttention slots (ORT contrib op schema): inputs 3/4 = past_key/past_value, outputs 1/2 = present_key/present_value.
-    private const int GqaPastKey = 3, GqaPastValue = 4, GqaPresentKey = 1, GqaPresentValue = 2;
+    private const string GqaDomain = OpSchemas.MsDomain;
+    private static int GqaPastKey => Gqa.In("past_key");
+    private static int GqaPastValue => Gqa.In("past_value");
+    private static int GqaPresentKey => Gqa.Out("present_key");
+    private static int GqaPresentValue => Gqa.Out("present_value");
 
     public static RuntimeCapabilities Analyze(Model model)
     {
         var g = model.Graph;
-        int gqa = g.Nodes.Count(n => n.OpType == GqaOp && n.Domain == GqaDomain);
+        int gqa = g.Nodes.Count(Gqa.Is);
         string? why = WhyNotShared(g);
         return why is null
             ? new RuntimeCapabilities(true, true, null, null, gqa)
@@ -57,7 +61,7 @@ public static class RuntimeCapabilityAnalysis
                 if (past.Uses.Count != 1)
                     return $"'{past.Name}' is read by {(past.Uses.Count == 0 ? "no node" : string.Join(", ", past.Uses.Select(u => u.Node.QualifiedOp).Distinct()))}, not by one {GqaDomain}.{GqaOp}";
                 var (n, i) = (past.Uses[0].Node, past.Uses[0].Index);
-                if (n.OpType != GqaOp || n.Domain != GqaDomain) return $"'{past.Name}' is read by {n.QualifiedOp}, not by one {GqaDomain}.{GqaOp}";
+                if (!Gqa.Is(n)) return $"'{past.Name}' is read by {n.QualifiedOp}, not by one {GqaDomain}.{GqaOp}";
                 if (i != slot) return $"'{past.Name}' is input {i} of {GqaOp}, not its past {(slot == GqaPastKey ? "key" : "value")}";
                 if (attention is not null && !ReferenceEquals(attention, n)) return $"'{layer.PastKey.Name}' and '{layer.PastValue.Name}' feed different {GqaOp} nodes";
                 attention = n;
