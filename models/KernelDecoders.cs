@@ -1,4 +1,5 @@
 using LongCtx.Compiler.IR;
+using LongCtx.Contract;
 
 namespace LongCtx.Models;
 
@@ -74,13 +75,13 @@ internal static class KernelDecoderCore
         var wts = DecoderWeights.Draw(c);
         bool positions = kind != Kind.Gqa || rope == GqaRope.Separate;
 
-        var inputIds = b.Input("input_ids", ElementType.Int64, "batch_size", "sequence_length");
-        var attnMask = b.Input("attention_mask", ElementType.Int64, "batch_size", "total_sequence_length");
-        var posIds = positions ? b.Input("position_ids", ElementType.Int64, "batch_size", "sequence_length") : null;
+        var inputIds = b.Input(IoNames.InputIds, ElementType.Int64, "batch_size", "sequence_length");
+        var attnMask = b.Input(IoNames.AttentionMask, ElementType.Int64, "batch_size", "total_sequence_length");
+        var posIds = positions ? b.Input(IoNames.PositionIds, ElementType.Int64, "batch_size", "sequence_length") : null;
         var past = new (Value K, Value V)[c.Layers];
         for (int l = 0; l < c.Layers; l++)
-            past[l] = (b.Input($"past_key_values.{l}.key", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim),
-                       b.Input($"past_key_values.{l}.value", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim));
+            past[l] = (b.Input(KvNames.PastKeyValues.Format(l, KvPart.Key), el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim),
+                       b.Input(KvNames.PastKeyValues.Format(l, KvPart.Value), el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim));
 
         Value? cosCache = null, sinCache = null;
         if (kind != Kind.Gqa || rope != GqaRope.None)
@@ -124,7 +125,7 @@ internal static class KernelDecoderCore
                 k = Rotary(b, c, kind, $"{a}/k_rotary", k, c.KvHeads, posIds!, cosCache!, sinCache!);
             }
             float scale = 1f / MathF.Sqrt(c.HeadDim);
-            string pk = $"present.{l}.key", pv = $"present.{l}.value";
+            string pk = KvNames.Present.Format(l, KvPart.Key), pv = KvNames.Present.Format(l, KvPart.Value);
             IReadOnlyList<Value?> outs = kind switch
             {
                 Kind.Gqa => b.TN(a, "GroupQueryAttention",
@@ -152,7 +153,7 @@ internal static class KernelDecoderCore
             delta = b.T($"{mlp}/down_proj", "MatMul", [b.T(mlp, "Mul", [act, up]), b.Init($"model.layers.{l}.mlp.down_proj.MatMul.weight", lw.Down, c.Mlp, c.Hidden)]);
         }
         var (hn, _) = Norm(b, c, kind, $"model/layers.{c.Layers}/final_norm_layernorm", x, delta, b.Init("model.norm.weight", wts.FinalNorm, c.Hidden));
-        var logits = b.T("lm_head", "MatMul", [hn, b.Init("lm_head.MatMul.weight", wts.LmHead, c.Hidden, c.Vocab)], output: "logits");
+        var logits = b.T("lm_head", "MatMul", [hn, b.Init("lm_head.MatMul.weight", wts.LmHead, c.Hidden, c.Vocab)], output: IoNames.Logits);
         b.Output(logits, el, "batch_size", "sequence_length", c.Vocab);
         foreach (var (pk, pv) in presents)
         {
@@ -170,13 +171,13 @@ internal static class KernelDecoderCore
         var b = new GraphBuilder("mobius_graph", Opset24Decoder.Opset, c.Dtype);
         var el = b.Elem;
         var wts = DecoderWeights.Draw(c);
-        var inputIds = b.Input("input_ids", ElementType.Int64, "batch", "sequence_len");
-        var posIds = b.Input("position_ids", ElementType.Int64, "batch", "sequence_len");
+        var inputIds = b.Input(IoNames.InputIds, ElementType.Int64, "batch", "sequence_len");
+        var posIds = b.Input(IoNames.PositionIds, ElementType.Int64, "batch", "sequence_len");
         var caches = new (Value K, Value V)[c.Layers];
         for (int l = 0; l < c.Layers; l++)
-            caches[l] = (b.Input($"key_cache.{l}", el, "batch", cacheLength, c.KvWidth), b.Input($"value_cache.{l}", el, "batch", cacheLength, c.KvWidth));
-        var writeIdx = b.Input("write_indices", ElementType.Int64, "batch");
-        var nonpad = b.Input("nonpad_kv_seqlen", ElementType.Int64, "batch");
+            caches[l] = (b.Input(KvNames.StaticCache.Format(l, KvPart.Key), el, "batch", cacheLength, c.KvWidth), b.Input(KvNames.StaticCache.Format(l, KvPart.Value), el, "batch", cacheLength, c.KvWidth));
+        var writeIdx = b.Input(IoNames.WriteIndices, ElementType.Int64, "batch");
+        var nonpad = b.Input(IoNames.NonPadKvSeqLen, ElementType.Int64, "batch");
         var (cs, sn) = c.RopeCaches();
         var cosCache = b.Init("model.rotary_emb.cos_cache", cs, c.MaxPositions, c.Rotary / 2);
         var sinCache = b.Init("model.rotary_emb.sin_cache", sn, c.MaxPositions, c.Rotary / 2);
@@ -205,8 +206,8 @@ internal static class KernelDecoderCore
             var v = b.T($"{a}/v_proj", "MatMul", [h, b.Init($"model.layers.{l}.self_attn.v_proj.weight_t", lw.V, c.Hidden, c.KvWidth)]);
             q = Rotary(b, c, Kind.Onnx, a, q, c.Heads, posIds, cosCache, sinCache);
             k = Rotary(b, c, Kind.Onnx, a, k, c.KvHeads, posIds, cosCache, sinCache);
-            var uk = b.T(a, "TensorScatter", [caches[l].K, k, writeIdx], [GraphBuilder.Int("axis", 1)], output: $"updated_key_cache.{l}");
-            var uv = b.T(a, "TensorScatter", [caches[l].V, v, writeIdx], [GraphBuilder.Int("axis", 1)], output: $"updated_value_cache.{l}");
+            var uk = b.T(a, "TensorScatter", [caches[l].K, k, writeIdx], [GraphBuilder.Int("axis", 1)], output: KvNames.StaticUpdated.Format(l, KvPart.Key));
+            var uv = b.T(a, "TensorScatter", [caches[l].V, v, writeIdx], [GraphBuilder.Int("axis", 1)], output: KvNames.StaticUpdated.Format(l, KvPart.Value));
             updated.Add((uk, uv));
             var attn = b.TN(a, "Attention", [q, uk, uv, mask, null, null, nonpad], [$"/{a}/Attention/output_0"],
                 [GraphBuilder.Int("q_num_heads", c.Heads), GraphBuilder.Int("kv_num_heads", c.KvHeads), GraphBuilder.Float("scale", 1f / MathF.Sqrt(c.HeadDim)), GraphBuilder.Int("is_causal", 0)])[0]!;
@@ -220,7 +221,7 @@ internal static class KernelDecoderCore
             delta = b.T($"{mlp}/down_proj", "MatMul", [b.T(mlp, "Mul", [act, up]), b.Init($"model.layers.{l}.mlp.down_proj.weight_t", lw.Down, c.Mlp, c.Hidden)]);
         }
         var (hn, _) = Norm(b, c, Kind.Onnx, "model/norm", x, delta, b.Init("model.norm.weight", wts.FinalNorm, c.Hidden));
-        var logits = b.T("lm_head", "MatMul", [hn, b.Init("lm_head.weight_t", wts.LmHead, c.Hidden, c.Vocab)], output: "logits");
+        var logits = b.T("lm_head", "MatMul", [hn, b.Init("lm_head.weight_t", wts.LmHead, c.Hidden, c.Vocab)], output: IoNames.Logits);
         b.Output(logits, el, "batch", "sequence_len", c.Vocab);
         foreach (var (uk, uv) in updated)
         {

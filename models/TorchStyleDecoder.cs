@@ -1,4 +1,5 @@
 using LongCtx.Compiler.IR;
+using LongCtx.Contract;
 
 namespace LongCtx.Models;
 
@@ -29,13 +30,13 @@ public static class TorchStyleDecoder
         c.Validate();
         var b = new GraphBuilder("main_graph", Opset, c.Dtype);
         var el = b.Elem;
-        var inputIds = b.Input("input_ids", ElementType.Int64, "batch_size", "sequence_length");
-        var attnMask = b.Input("attention_mask", ElementType.Int64, "batch_size", "total_sequence_length");
-        var posIds = b.Input("position_ids", ElementType.Int64, "batch_size", "sequence_length");
+        var inputIds = b.Input(IoNames.InputIds, ElementType.Int64, "batch_size", "sequence_length");
+        var attnMask = b.Input(IoNames.AttentionMask, ElementType.Int64, "batch_size", "total_sequence_length");
+        var posIds = b.Input(IoNames.PositionIds, ElementType.Int64, "batch_size", "sequence_length");
         var past = new (Value K, Value V)[c.Layers];
         for (int l = 0; l < c.Layers; l++)
-            past[l] = (b.Input($"past_key_values.{l}.key", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim),
-                       b.Input($"past_key_values.{l}.value", el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim));
+            past[l] = (b.Input(KvNames.PastKeyValues.Format(l, KvPart.Key), el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim),
+                       b.Input(KvNames.PastKeyValues.Format(l, KvPart.Value), el, "batch_size", c.KvHeads, "past_sequence_length", c.HeadDim));
 
         var wts = DecoderWeights.Draw(c);
         var embedW = b.Init("embed_tokens.weight", wts.Embed, c.Vocab, c.Hidden);
@@ -78,8 +79,8 @@ public static class TorchStyleDecoder
             var v = Heads(b.T($"{sa}/v_proj", "MatMul", [h, b.Weight(lw.V, c.Hidden, c.KvWidth)]), c.KvHeads);
             q = ApplyRope(b, c, sa, q, cos, sin);
             k = ApplyRope(b, c, sa, k, cos, sin);
-            var presentK = b.T(sa, "Concat", [past[l].K, k], [GraphBuilder.Int("axis", 2)], output: $"present.{l}.key");
-            var presentV = b.T(sa, "Concat", [past[l].V, v], [GraphBuilder.Int("axis", 2)], output: $"present.{l}.value");
+            var presentK = b.T(sa, "Concat", [past[l].K, k], [GraphBuilder.Int("axis", 2)], output: KvNames.Present.Format(l, KvPart.Key));
+            var presentV = b.T(sa, "Concat", [past[l].V, v], [GraphBuilder.Int("axis", 2)], output: KvNames.Present.Format(l, KvPart.Value));
             presents.Add((presentK, presentV));
             var kr = RepeatKv(b, c, sa, presentK);
             var vr = RepeatKv(b, c, sa, presentV);
@@ -102,7 +103,7 @@ public static class TorchStyleDecoder
             x = b.T(ls, "Add", [x, down]);
         }
         var hn = RmsNorm(b, c, "norm", x, "norm.weight", wts.FinalNorm);
-        var logits = b.T("lm_head", "MatMul", [hn, b.Weight(wts.LmHead, c.Hidden, c.Vocab)], output: "logits");
+        var logits = b.T("lm_head", "MatMul", [hn, b.Weight(wts.LmHead, c.Hidden, c.Vocab)], output: IoNames.Logits);
         b.Output(logits, el, "batch_size", "sequence_length", c.Vocab);
         for (int l = 0; l < c.Layers; l++)
         {

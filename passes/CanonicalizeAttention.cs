@@ -28,7 +28,8 @@ namespace LongCtx.Passes;
 /// only). The model's inputs and outputs keep their names, dtypes and meaning. The driver erases the nodes a rewrite
 /// leaves dead; shared subgraphs (the RoPE tables) become dead with the last block and <c>dce</c> removes them and their
 /// initializers (so this pass must run before dce).
-/// Options: <c>max-positions</c> (rows of the cos/sin caches, default 32768 or the model's own cache length if larger),
+/// Options: <c>max-positions</c> (rows of the cos/sin caches, default the largest of 32768, the model's own cache length
+/// and the pipeline's target context <see cref="PassContext.TargetContext"/>),
 /// <c>positions</c> (seqlens | input).
 /// </summary>
 public sealed class CanonicalizeAttention : IPass
@@ -40,9 +41,6 @@ public sealed class CanonicalizeAttention : IPass
     public const int DefaultMaxPositions = GqaRewrite.DefaultMaxPositions;
     /// <summary>Model metadata key: rows of the model's own cos cache before this pass made longer ones ("unknown" when it had none).</summary>
     public const string OriginalMaxPositionsKey = ArchitectureCard.OriginalMaxPositionsKey;
-
-    /// <summary>Model metadata key a context-extension pass sets to the length the model is being compiled for.</summary>
-    public const string TargetContextKey = "longctx.context";
 
     /// <summary>The rule set, one rule per form (order only matters between rules sharing a root operator; none do).</summary>
     public static IReadOnlyList<IRewriteRule> Rules { get; } =

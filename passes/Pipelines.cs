@@ -5,21 +5,15 @@ namespace LongCtx.Passes;
 /// <summary>Every pass LongCtx knows, by name, and the pipelines (as data) that <c>lcc compile</c> selects.</summary>
 public static class Pipelines
 {
-    private static readonly Dictionary<string, Func<IPass>> Registry = new(StringComparer.Ordinal)
+    /// <summary>The exact passes by name, then one <c>rope-METHOD</c> pass per row of <see cref="Rope.RopeMethods"/>.</summary>
+    private static readonly IReadOnlyDictionary<string, Func<IPass>> Registry = new Dictionary<string, Func<IPass>>(StringComparer.Ordinal)
     {
         ["dce"] = () => new DeadCodeElimination(),
         ["dedup-initializers"] = () => new InitializerDedup(),
         ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
-        ["rope-linear"] = () => new Rope.LinearRope(),
-        ["rope-ntk"] = () => new Rope.NtkRope(),
-        ["rope-dynamic-ntk"] = () => new Rope.DynamicNtkRope(),
-        ["rope-yarn"] = () => new Rope.YarnRope(),
-        ["rope-longrope"] = () => new Rope.LongRope(),
-        ["rope-llama3"] = () => new Rope.Llama3Rope(),
-        ["rope-giraffe-truncate"] = () => new Rope.GiraffeTruncateRope(),
-        ["rope-giraffe-power"] = () => new Rope.GiraffePowerRope(),
-    };
+    }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
+     .ToDictionary(StringComparer.Ordinal);
 
     /// <summary>The default pipeline: exact clean-ups only. Later method options append their passes.</summary>
     public static IReadOnlyList<PipelineStep> Default { get; } =

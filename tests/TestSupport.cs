@@ -16,15 +16,27 @@ public static class TestSupport
         throw new InvalidOperationException("cannot find LongCtx.sln above " + AppContext.BaseDirectory);
     }
 
-    /// <summary>../shared/models next to the repo root.</summary>
-    public static string SharedModels => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "models"));
+    /// <summary>Environment variable naming another shared folder (instead of ../shared beside the repo), e.g. to check
+    /// that every test skips cleanly when the shared fixtures are absent: LONGCTX_SHARED=/nonexistent ./test.sh.</summary>
+    public const string SharedEnvironmentVariable = "LONGCTX_SHARED";
 
-    /// <summary>Path of a shared fixture, or Assert.Ignore with a clear message when it is absent.</summary>
-    public static string Fixture(string relative)
+    /// <summary>The shared folder: $LONGCTX_SHARED, else ../shared next to the repo root.</summary>
+    public static string Shared => Environment.GetEnvironmentVariable(SharedEnvironmentVariable) is { Length: > 0 } s
+        ? Path.GetFullPath(s)
+        : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
+
+    /// <summary>The shared fixture models (<see cref="Shared"/>/models).</summary>
+    public static string SharedModels => Path.Combine(Shared, "models");
+
+    /// <summary>Path of a shared fixture (file or folder), or Assert.Ignore with a clear message when it is absent.</summary>
+    public static string Fixture(string relative) => Require(Path.Combine(SharedModels, relative));
+
+    /// <summary><paramref name="path"/> when it exists, else Assert.Ignore naming it (fixtures are optional on a machine).</summary>
+    public static string Require(string path)
     {
-        var p = Path.Combine(SharedModels, relative);
-        if (!File.Exists(p) && !Directory.Exists(p)) Assert.Ignore($"shared fixture not found: {p} (the ../shared folder beside the repo holds the real exported models)");
-        return p;
+        if (!File.Exists(path) && !Directory.Exists(path))
+            Assert.Ignore($"shared fixture not found: {path} (the ../shared folder beside the repo, or ${SharedEnvironmentVariable}, holds the real exported models)");
+        return path;
     }
 
     public static IEnumerable<string> DecoderFixtures =>

@@ -93,14 +93,11 @@ internal static class GqaRewrite
     public static GqaMatch Matched(AttentionBlock b, RuleContext ctx, bool generateCaches)
     {
         bool generate = generateCaches && b.Rope.Present;
-        // rows: at least 32k, the model's own length, and the context a RoPE-scaling pass extended it to
+        // rows: at least 32k, the model's own length, and the pipeline's target context (lcc compile --context)
         int maxPos = generate ? int.Parse(ctx.Option("max-positions",
-            new[] { DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0, TargetContext(ctx.Model) }.Max().ToString())) : 0;
+            new[] { DefaultMaxPositions, b.Rope.OriginalMaxPositions ?? 0, ctx.TargetContext ?? 0 }.Max().ToString())) : 0;
         return new GqaMatch(b, AttentionSite.ElementOf(b), generate, maxPos, FeedPositions(b, ctx));
     }
-
-    private static int TargetContext(Model model) =>
-        model.MetadataProps.FirstOrDefault(kv => kv.Key == CanonicalizeAttention.TargetContextKey).Value is { } v && int.TryParse(v, out int n) ? n : 0;
 
     private sealed record MaskLengths(Value Seqlens, Value Total);
     private sealed record RopeCachePair(Value Cos, Value Sin);
@@ -177,21 +174,6 @@ internal static class GqaRewrite
     /// cos/sin caches [maxPos, d/2]: cache[p, i] = cos(p * inv_freq[i]) * multiplier, each step rounded to float32 as the
     /// exported graph computes it (so the rewrite stays exact when a rope pass scaled the frequencies or inserted a multiplier).
     /// </summary>
-    internal static (Tensor Cos, Tensor Sin) RopeCaches(float[] invFreq, int maxPos, ElementType elem, double multiplier = 1.0)
-    {
-        int h = invFreq.Length;
-        var c = new float[(long)maxPos * h];
-        var s = new float[c.Length];
-        for (int p = 0; p < maxPos; p++)
-            for (int i = 0; i < h; i++)
-            {
-                float angle = (float)p * invFreq[i];
-                float mult = (float)multiplier;
-                c[p * h + i] = multiplier == 1.0 ? (float)Math.Cos(angle) : (float)Math.Cos(angle) * mult;
-                s[p * h + i] = multiplier == 1.0 ? (float)Math.Sin(angle) : (float)Math.Sin(angle) * mult;
-            }
-        if (elem == ElementType.Float16)
-            return (Tensor.FromHalves(c.Select(x => (Half)x).ToArray(), maxPos, h), Tensor.FromHalves(s.Select(x => (Half)x).ToArray(), maxPos, h));
-        return (Tensor.FromFloats(c, maxPos, h), Tensor.FromFloats(s, maxPos, h));
-    }
+    internal static (Tensor Cos, Tensor Sin) RopeCaches(float[] invFreq, int maxPos, ElementType elem, double multiplier = 1.0) =>
+        Compiler.Analysis.Rope.RopeCacheTables.Float32Chain(invFreq, maxPos, elem, multiplier);
 }

@@ -18,8 +18,7 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class DynamicNtkRope : RopeScalingPass
 {
-    public override string Name => "rope-dynamic-ntk";
-    public override string Description => "dynamic NTK RoPE (emozilla 2023): base recomputed from the current length, in the graph";
+    protected override string MethodName => "dynamic-ntk";
 
     /// <summary>Tables at the compile-time context (what the graph produces at L = context), for the report.</summary>
     protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.DynamicNtk(p.Theta, p.RotaryDim, p.Context, p.TrainedContext, DynFactor(p));

@@ -7,7 +7,6 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class GiraffePowerRope : RopeScalingPass
 {
-    public override string Name => "rope-giraffe-power";
-    public override string Description => "Giraffe power-scaled RoPE basis (Pal et al. 2023): theta_i (1 - 2i/d)^k";
-    protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.GiraffePower(p.Theta, p.RotaryDim, p.Num("power", 1), p.Num("scale", 1));
+    protected override string MethodName => "giraffe-power";
+    protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.GiraffePower(p.Theta, p.RotaryDim, p.Num("power"), p.Num("scale"));
 }

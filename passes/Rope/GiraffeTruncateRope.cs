@@ -9,8 +9,7 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class GiraffeTruncateRope : RopeScalingPass
 {
-    public override string Name => "rope-giraffe-truncate";
-    public override string Description => "Giraffe truncated RoPE basis (Pal et al. 2023): keep high, rho for mid, 0 for low frequencies";
+    protected override string MethodName => "giraffe-truncate";
     protected override RopeTables Compute(RopeSetting p) =>
-        RopeFrequencies.GiraffeTruncate(p.Theta, p.RotaryDim, p.Num("truncate", p.TrainedContext), p.Num("scale", 1), p.Num("z", 8), p.Num("rho-div", 16));
+        RopeFrequencies.GiraffeTruncate(p.Theta, p.RotaryDim, p.Num("truncate", p.TrainedContext), p.Num("scale"), p.Num("z"), p.Num("rho-div"));
 }

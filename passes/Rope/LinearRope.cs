@@ -6,7 +6,6 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class LinearRope : RopeScalingPass
 {
-    public override string Name => "rope-linear";
-    public override string Description => "RoPE position interpolation (Chen et al. 2023): theta_i / s";
+    protected override string MethodName => "linear";
     protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.Linear(p.Theta, p.RotaryDim, p.Scale);
 }

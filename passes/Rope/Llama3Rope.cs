@@ -8,8 +8,7 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class Llama3Rope : RopeScalingPass
 {
-    public override string Name => "rope-llama3";
-    public override string Description => "Llama 3.1 RoPE scaling: low/high frequency factors with a smooth blend";
+    protected override string MethodName => "llama3";
     protected override RopeTables Compute(RopeSetting p) =>
-        RopeFrequencies.Llama3(p.Theta, p.RotaryDim, p.Scale, p.Num("original-max-position", p.TrainedContext), p.Num("low-freq-factor", 1), p.Num("high-freq-factor", 4));
+        RopeFrequencies.Llama3(p.Theta, p.RotaryDim, p.Scale, p.Num("original-max-position", p.TrainedContext), p.Num("low-freq-factor"), p.Num("high-freq-factor"));
 }

@@ -1,4 +1,4 @@
-using System.Text.Json;
+using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
 
 namespace LongCtx.Passes.Rope;
@@ -14,19 +14,16 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class LongRope : RopeScalingPass
 {
-    public override string Name => "rope-longrope";
-    public override string Description => "LongRoPE (Ding et al. 2024): per-dimension short/long factors + magnitude scaling";
+    protected override string MethodName => "longrope";
 
     public sealed record Factors(double[] Short, double[] Long);
 
     public static Factors ReadFactors(string path)
     {
         if (!File.Exists(path)) throw new ArgumentException($"longrope: factor file {path} not found (JSON with short_factor and long_factor)");
-        using var doc = JsonDocument.Parse(File.ReadAllText(path));
-        var root = doc.RootElement.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object ? rs : doc.RootElement;
-        double[] Get(string k) => root.TryGetProperty(k, out var a) && a.ValueKind == JsonValueKind.Array ? a.EnumerateArray().Select(x => x.GetDouble()).ToArray()
-            : throw new ArgumentException($"longrope: {path} has no '{k}' list");
-        return new Factors(Get("short_factor"), Get("long_factor"));
+        var scaling = ModelConfig.Load(path).RopeScaling;
+        double[] Get(string k, IReadOnlyList<double>? list) => list?.ToArray() ?? throw new ArgumentException($"longrope: {path} has no '{k}' list");
+        return new Factors(Get("short_factor", scaling?.ShortFactor), Get("long_factor", scaling?.LongFactor));
     }
 
     private static Factors Load(RopeSetting p)

@@ -6,7 +6,6 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class NtkRope : RopeScalingPass
 {
-    public override string Name => "rope-ntk";
-    public override string Description => "NTK-aware RoPE base change (bloc97 2023): base * s^(d/(d-2))";
+    protected override string MethodName => "ntk";
     protected override RopeTables Compute(RopeSetting p) => RopeFrequencies.Ntk(p.Theta, p.RotaryDim, p.Scale);
 }

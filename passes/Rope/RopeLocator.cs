@@ -1,3 +1,4 @@
+using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.IR;
 
 namespace LongCtx.Passes.Rope;
@@ -29,8 +30,9 @@ public sealed record CacheSite(string Where, double Theta, int RotaryDim, Elemen
 public sealed record RopeSearch(IReadOnlyList<RopeSite> Sites, IReadOnlyList<string> Checked, IReadOnlyList<string> Rejected);
 
 /// <summary>
-/// Finds rotary tables without the attention-discovery pass (kept in one file so it can be swapped for its RopeInfo).
-/// Check first, never mutate: returns sites with the recovered base theta and rotary dimension.
+/// Finds rotary tables without the attention-discovery pass: the sites (which constant, which caches, which nodes read
+/// them) are found here; theta and the rotary dimension are recovered by <see cref="RopeAnalysis"/>, the same fit and
+/// rounding attention discovery and the architecture card use. Check first, never mutate.
 /// </summary>
 public static class RopeLocator
 {
@@ -55,11 +57,9 @@ public static class RopeLocator
             if (found is not { } f) { rejected.Add($"{n.OpType} '{n.Name}': no inv_freq constant upstream"); continue; }
             var (t, et) = ConstOf(f.v)!.Value;
             var vals = t.ToFloats();
-            // fp16 constants carry a relative rounding of up to 2^-12: fit and snap within 1e-3 (fp32: 1e-4 / 1e-5).
-            bool half = et is ElementType.Float16 or ElementType.BFloat16;
-            var why = FitTheta(vals, out double theta, tolerance: half ? (et == ElementType.BFloat16 ? 8e-3 : 1e-3) : 1e-4);
-            if (why is not null) { rejected.Add($"{n.OpType} '{n.Name}': {why}"); continue; }
-            theta = Snap(theta, half ? 1e-3 : 1e-5);
+            var fit = RopeAnalysis.Fit(vals, RopePrecision.Of(et, fromCache: false));
+            if (!fit.IsPlain) { rejected.Add($"{n.OpType} '{n.Name}': {fit.Mismatch}"); continue; }
+            double theta = fit.Theta!.Value;
             if (!byConst.TryGetValue(f.v, out var e))
                 byConst[f.v] = e = (f.v, f.v.Producer is { OpType: "Constant" } p ? p : null, f.use, [], [], vals, theta, et);
             (n.OpType == "Cos" ? e.cos : e.sin).Add(n);
@@ -101,14 +101,9 @@ public static class RopeLocator
                 continue;
             }
             int half = (int)ct.Dims[1];
-            float[] c = ct.ToFloats(), s = sv.Const.ToFloats();
-            // Row 1 holds (cos, sin)(1 * theta_i): the angle is theta_i (all theta_i < pi).
-            var inv = new float[half];
-            for (int i = 0; i < half; i++) inv[i] = (float)Math.Atan2(s[half + i], c[half + i]);
-            var why = FitTheta(inv, out double theta, tolerance: ct.Element == ElementType.Float ? 1e-3 : 2e-2);
-            if (why is not null) { rejected.Add($"cache '{cv.Name}': {why}"); continue; }
-            theta = Snap(theta, ct.Element == ElementType.Float ? 1e-4 : 2e-3);
-            sites.Add(new CacheSite($"cos/sin caches '{cv.Name}', '{sv.Name}' -> {string.Join(", ", users.Select(u => u.Name))}", theta, 2 * half, ct.Element, cv, sv, users, (int)ct.Dims[0]));
+            var fit = RopeAnalysis.Fit(RopeAnalysis.CacheFrequencies(ct, sv.Const, CacheLayout.Half)!, RopePrecision.Of(ct.Element, fromCache: true));
+            if (!fit.IsPlain) { rejected.Add($"cache '{cv.Name}': {fit.Mismatch}"); continue; }
+            sites.Add(new CacheSite($"cos/sin caches '{cv.Name}', '{sv.Name}' -> {string.Join(", ", users.Select(u => u.Name))}", fit.Theta!.Value, 2 * half, ct.Element, cv, sv, users, (int)ct.Dims[0]));
         }
         return new RopeSearch(sites, checkedNodes, rejected);
     }
@@ -136,46 +131,6 @@ public static class RopeLocator
         {
             var ct = a.AsTensor();
             return (ct, ct.Element);
-        }
-        return null;
-    }
-
-    /// <summary>
-    /// Caches store cos/sin, not the frequencies, so the fitted base carries the table's rounding (fp16: ~1e-3); bases are
-    /// round numbers in practice (1e4, 5e5, 1e6), so a fit within <paramref name="relTol"/> of a 2-significant-digit
-    /// value is snapped to it (exported fp32 inv_freq: 1e-5; fp32 caches 1e-4; fp16 caches 2e-3).
-    /// </summary>
-    public static double Snap(double theta, double relTol)
-    {
-        double mag = Math.Pow(10, Math.Floor(Math.Log10(theta)) - 1);
-        double r = Math.Round(theta / mag) * mag;
-        return Math.Abs(r - theta) <= relTol * theta ? r : theta;
-    }
-
-    /// <summary>
-    /// Checks that <paramref name="f"/> is theta^(-2i/d) (d = 2 len) and recovers theta by least squares on
-    /// ln f_i = -(2i/d) ln theta. Returns the failure reason, or null.
-    /// </summary>
-    public static string? FitTheta(float[] f, out double theta, double tolerance = 1e-4)
-    {
-        theta = 0;
-        if (f.Length < 2) return "fewer than 2 frequencies";
-        if (Math.Abs(f[0] - 1) > tolerance) return $"first frequency is {f[0]}, not 1";
-        int d = 2 * f.Length;
-        double num = 0, den = 0;
-        for (int i = 1; i < f.Length; i++)
-        {
-            if (!(f[i] > 0)) return $"frequency {i} is {f[i]}";
-            double x = 2.0 * i / d;
-            num += x * -Math.Log(f[i]);
-            den += x * x;
-        }
-        theta = Math.Exp(num / den);
-        if (!(theta > 1)) return $"fitted base {theta} is not above 1";
-        for (int i = 0; i < f.Length; i++)
-        {
-            double want = Math.Pow(theta, -2.0 * i / d);
-            if (Math.Abs(f[i] - want) > tolerance * want + 1e-7) return $"frequency {i} is {f[i]}, base {theta:G6} predicts {want:G6}";
         }
         return null;
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
-using System.Text.Json;
 using LongCtx.Compiler;
+using LongCtx.Compiler.Analysis.Rope;
+using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Passes;
 
@@ -9,20 +10,34 @@ namespace LongCtx.Passes.Rope;
 /// <summary>What a method gets to compute its tables: the recovered rotary parameters and the options.</summary>
 public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, double TrainedContext, double Context, PassContext Ctx)
 {
+    /// <summary>The method's row in <see cref="RopeMethods"/>: the options it may read and their defaults.</summary>
+    public required RopeMethod Method { get; init; }
+
+    /// <summary>Option <paramref name="name"/>, else its default from the method table.</summary>
+    public double Num(string name) =>
+        Num(name, Declared(name).Default ?? throw new InvalidOperationException($"rope-{Method.Name}: option {name} has a computed default; pass it"));
+
+    /// <summary>Option <paramref name="name"/>, else the computed default <paramref name="dflt"/>.</summary>
     public double Num(string name, double dflt)
     {
+        Declared(name);
         var s = Ctx.Option(name, "");
         if (s.Length == 0) return dflt;
         return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v
             : throw new ArgumentException($"rope option {name}={s} is not a number");
     }
     public double? OptNum(string name) => Ctx.Option(name, "").Length == 0 ? null : Num(name, 0);
+
+    /// <summary>Reading an option the method table does not declare is a bug in the method's pass.</summary>
+    private RopeParameter Declared(string name) =>
+        Method.Parameter(name) ?? throw new InvalidOperationException($"rope-{Method.Name} reads option '{name}', which its row in RopeMethods does not declare");
 }
 
 /// <summary>
 /// Shared driver of the RoPE context-extension passes (one subclass per method, each in its own file, with the formula
-/// in <see cref="RopeFrequencies"/>). Options (strings, from <c>lcc compile --context N --rope METHOD:k=v</c>):
-/// <c>context</c> (target length, required), <c>trained-context</c> (else: cos-cache length, else config.json beside the
+/// in <see cref="RopeFrequencies"/>). The target length comes from the pipeline (<see cref="PassContext.TargetContext"/>,
+/// <c>lcc compile --context N</c>) or, for a pass run on its own, its option <c>context</c>; one is required. Options
+/// (strings, from <c>lcc compile --rope METHOD:k=v</c>): <c>trained-context</c> (else: cos-cache length, else config.json beside the
 /// model), <c>force</c> (apply even when context &lt;= trained), <c>factor</c> (override s = context / trained),
 /// <c>theta</c> (override the recovered base).
 /// Rewrites: exported form — the inv_freq constant is replaced by theta_i' (computed as the original float value times
@@ -35,8 +50,11 @@ public sealed record RopeSetting(double Theta, int RotaryDim, double Scale, doub
 /// </summary>
 public abstract class RopeScalingPass : IPass
 {
-    public abstract string Name { get; }
-    public abstract string Description { get; }
+    /// <summary>The method's name in <see cref="RopeMethods"/>, whose row gives the pass name, description and options.</summary>
+    protected abstract string MethodName { get; }
+    public RopeMethod Method => RopeMethods.Get(MethodName);
+    public string Name => Method.PassName;
+    public string Description => Method.Description;
     public bool IsExact => false;
 
     /// <summary>The method's tables at the compile-time scale.</summary>
@@ -53,6 +71,7 @@ public abstract class RopeScalingPass : IPass
 
     public void Run(Model model, PassContext ctx)
     {
+        Method.CheckOptions(ctx.Options.Keys);
         var search = RopeLocator.Find(model);
         if (search.Sites.Count == 0)
             throw new CompileException($"{model.DisplayName}: no rotary embedding found for --rope {Name}: checked " +
@@ -67,7 +86,7 @@ public abstract class RopeScalingPass : IPass
             ?? search.Sites.OfType<CacheSite>().Select(c => (double?)c.Rows).FirstOrDefault();
         if (trained is not { } lt)
             throw new CompileException($"{model.DisplayName}: cannot tell the trained context of {search.Sites[0].Where} (no cos/sin cache, no config.json); give --trained-context N");
-        double context = ReadInt(ctx, "context") ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
+        double context = TargetContext(ctx) ?? throw new CompileException($"{model.DisplayName}: --rope {Name} needs --context N (the target context length)");
         bool force = ctx.Option("force", "false") is "true" or "1";
         if (context <= lt && !force)
         {
@@ -80,7 +99,7 @@ public abstract class RopeScalingPass : IPass
         foreach (var site in search.Sites)
         {
             double theta = ReadDouble(ctx, "theta") ?? site.Theta;
-            var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx);
+            var p = new RopeSetting(theta, site.RotaryDim, ReadDouble(ctx, "factor") ?? context / lt, lt, context, ctx) { Method = Method };
             RopeTables tables;
             try { tables = Compute(p); }
             catch (ArgumentException e) { throw new ArgumentException($"{model.DisplayName}: {site.Where}: {e.Message}", e); }
@@ -103,12 +122,11 @@ public abstract class RopeScalingPass : IPass
             ["sites"] = applied,
         };
         ctx.Rewriter.SetMetadata(AppliedKey, $"{Name} context={context} trained={lt}");
-        ctx.Rewriter.SetMetadata(CanonicalizeAttention.TargetContextKey, ((long)context).ToString(System.Globalization.CultureInfo.InvariantCulture));
         ctx.Note($"{Name}: context {context} / trained {lt} (s = {applied[0]["scale"]:G6}), cos/sin x {applied[0]["cos_sin_multiplier"]:G6}");
     }
 
     /// <summary>Model metadata key recording that RoPE was scaled (guards against compounding a second scaling).</summary>
-    public const string AppliedKey = "longctx.rope";
+    public const string AppliedKey = LongCtx.Contract.MetadataKeys.RopeApplied;
 
     /// <summary>The trained length recorded by canonicalize-attention (longctx.original_max_positions), if any.</summary>
     internal static double? MetadataTrainedContext(Model model) =>
@@ -273,34 +291,31 @@ public abstract class RopeScalingPass : IPass
     {
         if (CacheFormUnsupported(p) is { } why)
             throw new CompileException($"{model.DisplayName}: {c.Where}: --rope {Name} {why}");
-        int rows = (int)Math.Max(c.Rows, p.Context), half = c.RotaryDim / 2;
-        var cos = new double[rows * half];
-        var sin = new double[rows * half];
-        for (int pos = 0; pos < rows; pos++)
-            for (int i = 0; i < half; i++)
-            {
-                double a = pos * tables.InvFreq[i];
-                cos[pos * half + i] = Math.Cos(a) * tables.CosSinMultiplier;
-                sin[pos * half + i] = Math.Sin(a) * tables.CosSinMultiplier;
-            }
+        int rows = (int)Math.Max(c.Rows, p.Context);
         var et = c.Element;
         if (et == ElementType.Float16 && tables.CosSinMultiplier > 65504)
         {
             ctx.Note($"{c.Where}: cos/sin multiplier {tables.CosSinMultiplier} overflows fp16: tables kept in fp32");
             et = ElementType.Float;
         }
-        ctx.Rewriter.SetInitializerData(c.CosCache, Table(et, cos, rows, half));
-        ctx.Rewriter.SetInitializerData(c.SinCache, Table(et, sin, rows, half));
+        var (cos, sin) = RopeCacheTables.Double(tables.InvFreq, rows, et, tables.CosSinMultiplier);
+        ctx.Rewriter.SetInitializerData(c.CosCache, cos);
+        ctx.Rewriter.SetInitializerData(c.SinCache, sin);
         ctx.Count("cos/sin caches recomputed");
         if (rows != c.Rows) ctx.Note($"{c.Where}: caches grown from {c.Rows} to {rows} rows");
     }
 
-    private static Tensor Table(ElementType et, double[] v, int rows, int half) => et switch
+    /// <summary>
+    /// The target context: the pipeline's typed <see cref="PassContext.TargetContext"/> (<c>lcc compile --context</c>),
+    /// else this step's <c>context</c> option (a pass run on its own); both given and different is an error.
+    /// </summary>
+    private static double? TargetContext(PassContext ctx)
     {
-        ElementType.Float16 => Tensor.FromHalves(v.Select(x => (Half)x).ToArray(), rows, half),
-        ElementType.Float => Tensor.FromFloats(v.Select(x => (float)x).ToArray(), rows, half),
-        _ => throw new NotSupportedException($"cos/sin caches of type {et.ShortName()} are not supported (float or float16)"),
-    };
+        var own = ReadInt(ctx, "context");
+        if (ctx.TargetContext is int t)
+            return own is { } o && o != t ? throw new ArgumentException($"rope option context={o} differs from the pipeline's target context {t}; give one --context") : t;
+        return own;
+    }
 
     private static double? ReadInt(PassContext ctx, string name) => ReadDouble(ctx, name) is { } v
         ? (v > 0 && v == Math.Floor(v) ? v : throw new ArgumentException($"--{name} {v}: must be a positive integer")) : null;
@@ -313,19 +328,6 @@ public abstract class RopeScalingPass : IPass
             : throw new ArgumentException($"rope option {name}={s}: expected a positive number");
     }
 
-    /// <summary>trained_max_position / original_max_position_embeddings / max_position_embeddings from config.json beside the model.</summary>
-    internal static double? ConfigTrainedContext(Model model)
-    {
-        if (model.SourcePath is null) return null;
-        var cfg = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(model.SourcePath))!, "config.json");
-        if (!File.Exists(cfg)) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(cfg));
-            foreach (var key in new[] { "trained_max_position", "original_max_position_embeddings", "max_position_embeddings" })
-                if (doc.RootElement.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number) return v.GetDouble();
-        }
-        catch (JsonException) { }
-        return null;
-    }
+    /// <summary>The trained context config.json beside the model states (<see cref="ModelConfig.TrainedContext"/>).</summary>
+    internal static double? ConfigTrainedContext(Model model) => ModelConfig.Beside(model.SourcePath)?.TrainedContext;
 }

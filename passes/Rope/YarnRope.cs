@@ -9,8 +9,7 @@ namespace LongCtx.Passes.Rope;
 /// </summary>
 public sealed class YarnRope : RopeScalingPass
 {
-    public override string Name => "rope-yarn";
-    public override string Description => "YaRN (Peng et al. 2023): NTK-by-parts ramp + cos/sin x (0.1 ln s + 1)";
+    protected override string MethodName => "yarn";
     protected override RopeTables Compute(RopeSetting p) =>
-        RopeFrequencies.Yarn(p.Theta, p.RotaryDim, p.Scale, p.TrainedContext, p.Num("beta-fast", 32), p.Num("beta-slow", 1), p.OptNum("attention-factor"));
+        RopeFrequencies.Yarn(p.Theta, p.RotaryDim, p.Scale, p.TrainedContext, p.Num("beta-fast"), p.Num("beta-slow"), p.OptNum("attention-factor"));
 }

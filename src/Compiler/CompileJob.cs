@@ -1,9 +1,10 @@
 using System.Security.Cryptography;
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using LongCtx.Compiler.Capabilities;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.OnnxIO;
 using LongCtx.Compiler.Passes;
+using LongCtx.Contract;
 
 namespace LongCtx.Compiler;
 
@@ -19,33 +20,16 @@ public sealed record CompileOptions
     public IReadOnlyDictionary<string, object?>? Extra { get; init; }
 }
 
-public sealed record SourceInfo(string Path, string Sha256, long Bytes);
-
-/// <summary>The manifest written next to a compiled model (longctx.json).</summary>
-public sealed record CompileManifest(
-    string Format, string Tool, SourceInfo Source, IReadOnlyList<PassReport> Pipeline,
-    IReadOnlyDictionary<string, object?> Runtime, IReadOnlyDictionary<string, object?>? Extra, IReadOnlyList<string>? Copied = null)
-{
-    public static readonly JsonSerializerOptions Json = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    };
-}
-
-public sealed record CompileResult(string OutputDir, string ModelPath, SaveResult Saved, CompileManifest Manifest, PipelineResult Pipeline);
+public sealed record CompileResult(string OutputDir, string ModelPath, SaveResult Saved, LongCtxManifest Manifest, PipelineResult Pipeline);
 
 /// <summary>
 /// <c>lcc compile</c>: load, run a pipeline (verifying after every pass), write OUTDIR/model.onnx (+ model.onnx.data)
-/// and OUTDIR/longctx.json. Everything is written to a temp folder beside OUTDIR and renamed into place at the end,
+/// and OUTDIR/longctx.json (<see cref="LongCtxManifest"/>: the pass reports, the passes' runtime values and the
+/// <see cref="RuntimeCapabilityAnalysis"/> of the compiled graph, which the runtime trusts instead of probing). Everything is written to a temp folder beside OUTDIR and renamed into place at the end,
 /// so a failure leaves no partial output (and an existing OUTDIR untouched).
 /// </summary>
 public static class CompileJob
 {
-    public const string ManifestName = "longctx.json";
-    public const string ModelFileName = "model.onnx";
-
     public static CompileResult Run(string input, string outDir, IEnumerable<(IPass, IReadOnlyDictionary<string, string>)> pipeline, CompileOptions? options = null, CancellationToken ct = default)
     {
         options ??= new CompileOptions();
@@ -65,10 +49,10 @@ public static class CompileJob
         Directory.CreateDirectory(tmp);
         try
         {
-            var saved = OnnxWriter.Save(model, Path.Combine(tmp, ModelFileName), options.Save);
+            var saved = OnnxWriter.Save(model, Path.Combine(tmp, LongCtxFiles.Model), options.Save);
             var copied = CopySidecars(Path.GetDirectoryName(Path.GetFullPath(input))!, tmp);
-            var manifest = new CompileManifest("longctx/1", "lcc " + Version, source, result.Passes, result.RuntimeConfig, options.Extra, copied.Count > 0 ? copied : null);
-            File.WriteAllText(Path.Combine(tmp, ManifestName), JsonSerializer.Serialize(manifest, CompileManifest.Json) + "\n");
+            var manifest = Manifest(model, source, result, options.Extra, copied);
+            manifest.Write(Path.Combine(tmp, LongCtxFiles.Manifest));
             ct.ThrowIfCancellationRequested();
             string? old = null;
             if (Directory.Exists(outDir))
@@ -83,7 +67,7 @@ public static class CompileJob
                 throw;
             }
             if (old is not null) Directory.Delete(old, true);
-            string modelPath = Path.Combine(outDir, ModelFileName);
+            string modelPath = Path.Combine(outDir, LongCtxFiles.Model);
             var finalSaved = saved with { ModelPath = modelPath, DataPath = saved.DataPath is null ? null : Path.Combine(outDir, Path.GetFileName(saved.DataPath)) };
             return new CompileResult(outDir, modelPath, finalSaved, manifest, result);
         }
@@ -93,18 +77,27 @@ public static class CompileJob
         }
     }
 
-    /// <summary>Files that describe the model rather than its graph: they travel with the compiled model so that the
-    /// runtime finds the tokenizer and tools find the trained context (config.json) in the output folder too.</summary>
-    public static readonly IReadOnlyList<string> SidecarFiles =
-    [
-        "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-        "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "genai_config.json",
-    ];
+    /// <summary>The longctx.json record of a compile: pass reports as written by the pass manager (fields a newer
+    /// report adds travel through), the runtime values passes set, and what the compiled graph lets the runtime do.</summary>
+    public static LongCtxManifest Manifest(Model compiled, ManifestSource source, PipelineResult result,
+        IReadOnlyDictionary<string, object?>? extra = null, IReadOnlyList<string>? copied = null) => new()
+    {
+        Tool = "lcc " + Version,
+        Source = source,
+        Pipeline = result.Passes.Select(p => JsonSerializer.SerializeToElement(p, LongCtxManifest.JsonOptions).Deserialize<PassRecord>(LongCtxManifest.JsonOptions)!).ToList(),
+        Runtime = RuntimeSection.FromValues(result.RuntimeConfig) with
+        {
+            Capabilities = RuntimeCapabilityAnalysis.Analyze(compiled),
+            Opsets = new SortedDictionary<string, long>(compiled.Opsets, StringComparer.Ordinal),
+        },
+        Extra = extra?.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value, LongCtxManifest.JsonOptions)),
+        Copied = copied is { Count: > 0 } ? copied : null,
+    };
 
     private static List<string> CopySidecars(string sourceDir, string destDir)
     {
         var copied = new List<string>();
-        foreach (var f in SidecarFiles)
+        foreach (var f in LongCtxFiles.Sidecars)
         {
             var src = Path.Combine(sourceDir, f);
             if (!File.Exists(src)) continue;
@@ -117,7 +110,7 @@ public static class CompileJob
     public static string Version => typeof(CompileJob).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     /// <summary>SHA-256 over the model file and the external data files it references (streamed).</summary>
-    public static SourceInfo HashSource(Model model, string path)
+    public static ManifestSource HashSource(Model model, string path)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         long bytes = 0;
@@ -130,7 +123,7 @@ public static class CompileJob
             int n;
             while ((n = fs.Read(buf)) > 0) { sha.AppendData(buf, 0, n); bytes += n; }
         }
-        return new SourceInfo(Path.GetFullPath(path), Convert.ToHexStringLower(sha.GetHashAndReset()), bytes);
+        return new ManifestSource(Path.GetFullPath(path), Convert.ToHexStringLower(sha.GetHashAndReset()), bytes);
     }
 
     private static IEnumerable<string> ExternalFiles(Graph g)

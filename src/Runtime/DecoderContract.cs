@@ -1,10 +1,10 @@
-using System.Text.RegularExpressions;
+using LongCtx.Contract;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace LongCtx.Runtime;
 
-/// <summary>How a decoder keeps its attention cache between calls.</summary>
+/// <summary>How a decoder keeps its attention cache between calls (<see cref="KvLayout"/> as the runtime drives it).</summary>
 public enum KvCacheKind
 {
     /// <summary>past_key_values.N.key/value [B, Hkv, P, D] in, present.N.key/value [B, Hkv, P+S, D] out.</summary>
@@ -28,25 +28,6 @@ public sealed record DecoderContract(
     KvCacheKind CacheKind, IReadOnlyList<KvLayer> Layers, TensorElementType KvType, int KvHeads, int HeadDim,
     int? StaticCapacity = null, int? StaticWidth = null, string? WriteIndices = null, string? NonPadKvSeqLen = null)
 {
-    private static readonly Regex[] PastPatterns =
-    [
-        new(@"^past_key_values\.(\d+)\.(key|value)$"),
-        new(@"^past_key_values_(\d+)_(key|value)$"),
-        new(@"^past\.(\d+)\.(key|value)$"),
-        new(@"^past_(key|value)_(\d+)$"),
-        new(@"^past_(key|value)s?\.(\d+)$"),
-    ];
-    private static readonly Regex[] PresentPatterns =
-    [
-        new(@"^present\.(\d+)\.(key|value)$"),
-        new(@"^present_key_values\.(\d+)\.(key|value)$"),
-        new(@"^present_(\d+)_(key|value)$"),
-        new(@"^present_(key|value)_(\d+)$"),
-        new(@"^present_(key|value)s?\.(\d+)$"),
-    ];
-    private static readonly Regex StaticCache = new(@"^(key|value)_cache\.(\d+)$");
-    private static readonly Regex StaticUpdated = new(@"^updated_(key|value)_cache\.(\d+)$");
-
     /// <summary>Bytes per cached token across all layers (K and V).</summary>
     public long KvBytesPerToken => 2L * Layers.Count * KvHeads * HeadDim * ElementSize(KvType);
 
@@ -58,23 +39,22 @@ public sealed record DecoderContract(
         var stat = new Dictionary<(int, bool), string>();
         foreach (var name in inputs.Keys)
         {
-            if (name == "input_ids") ids = name;
-            else if (name == "attention_mask") mask = name;
-            else if (name == "position_ids") pos = name;
-            else if (name == "write_indices") writeIdx = name;
-            else if (name == "nonpad_kv_seqlen") nonpad = name;
-            else if (MatchKv(PastPatterns, name) is { } p) past[p] = name;
-            else if (StaticCache.Match(name) is { Success: true } sm) stat[(int.Parse(sm.Groups[2].Value), sm.Groups[1].Value == "key")] = name;
+            if (name == IoNames.InputIds) ids = name;
+            else if (name == IoNames.AttentionMask) mask = name;
+            else if (name == IoNames.PositionIds) pos = name;
+            else if (name == IoNames.WriteIndices) writeIdx = name;
+            else if (name == IoNames.NonPadKvSeqLen) nonpad = name;
+            else if (KvNames.Parse(name, KvRole.Past) is { } kv) (kv.Layout == KvLayout.Static ? stat : past)[(kv.Layer, kv.Part == KvPart.Key)] = name;
             else
-                throw new RuntimeException($"{model}: cannot map model input '{name}' to the decoder contract (expected input_ids, attention_mask, position_ids, past_key_values.N.key/value or key_cache.N + write_indices)");
+                throw new RuntimeException($"{model}: cannot map model input '{name}' to the decoder contract (expected {IoNames.InputIds}, {IoNames.AttentionMask}, {IoNames.PositionIds}, or a KV cache input named like {KvNames.Describe(KvRole.Past)}; a static key_cache.N also needs {IoNames.WriteIndices})");
         }
-        if (ids is null) throw new RuntimeException($"{model}: no 'input_ids' input; not a decoder the runtime can drive");
+        if (ids is null) throw new RuntimeException($"{model}: no '{IoNames.InputIds}' input; not a decoder the runtime can drive");
         var idsType = inputs[ids].ElementDataType;
         if (idsType is not (TensorElementType.Int64 or TensorElementType.Int32))
             throw new RuntimeException($"{model}: input_ids has element type {idsType}; expected int64 or int32");
 
-        var logitsName = outputs.ContainsKey("logits") ? "logits"
-            : throw new RuntimeException($"{model}: no 'logits' output");
+        var logitsName = outputs.ContainsKey(IoNames.Logits) ? IoNames.Logits
+            : throw new RuntimeException($"{model}: no '{IoNames.Logits}' output");
         var logitsMeta = outputs[logitsName];
         int vocab = logitsMeta.Dimensions.Length > 0 ? logitsMeta.Dimensions[^1] : -1;
         if (vocab <= 0) throw new RuntimeException($"{model}: the vocabulary size (last dim of 'logits') is not static");
@@ -86,7 +66,7 @@ public sealed record DecoderContract(
 
         var present = new Dictionary<(int, bool), string>();
         foreach (var name in outputs.Keys)
-            if (MatchKv(PresentPatterns, name) is { } p) present[p] = name;
+            if (KvNames.Parse(name, KvRole.Present) is { Layout: KvLayout.Concat } kv) present[(kv.Layer, kv.Part == KvPart.Key)] = name;
 
         var layers = new List<KvLayer>();
         int nLayers = past.Keys.Select(k => k.Item1 + 1).DefaultIfEmpty(0).Max();
@@ -94,8 +74,8 @@ public sealed record DecoderContract(
         {
             string pk = past.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: KV input for layer {l} key is missing (have {string.Join(", ", past.Values)})");
             string pv = past.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: KV input for layer {l} value is missing");
-            string ok = present.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: input '{pk}' has no matching present output (present.{l}.key)");
-            string ov = present.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: input '{pv}' has no matching present output (present.{l}.value)");
+            string ok = present.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: input '{pk}' has no matching present output ({KvNames.Present.Format(l, KvPart.Key)})");
+            string ov = present.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: input '{pv}' has no matching present output ({KvNames.Present.Format(l, KvPart.Value)})");
             layers.Add(new KvLayer(l, pk, pv, ok, ov));
         }
         if (layers.Count == 0) throw new RuntimeException($"{model}: no KV-cache inputs (past_key_values.N.key/value); the runtime needs a decoder with a cache");
@@ -133,16 +113,16 @@ public sealed record DecoderContract(
         if (nonpad is null) throw new RuntimeException($"{model}: static cache input '{stat.Values.First()}' needs a 'nonpad_kv_seqlen' input");
         var updated = new Dictionary<(int, bool), string>();
         foreach (var name in outputs.Keys)
-            if (StaticUpdated.Match(name) is { Success: true } m) updated[(int.Parse(m.Groups[2].Value), m.Groups[1].Value == "key")] = name;
+            if (KvNames.Parse(name, KvRole.Present) is { Layout: KvLayout.Static } kv) updated[(kv.Layer, kv.Part == KvPart.Key)] = name;
         int n = stat.Keys.Max(k => k.Item1) + 1;
         var layers = new List<KvLayer>();
         for (int l = 0; l < n; l++)
         {
-            string k = stat.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: key_cache.{l} is missing");
-            string v = stat.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: value_cache.{l} is missing");
+            string k = stat.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: {KvNames.StaticCache.Format(l, KvPart.Key)} is missing");
+            string v = stat.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: {KvNames.StaticCache.Format(l, KvPart.Value)} is missing");
             layers.Add(new KvLayer(l, k, v,
-                updated.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: input '{k}' has no output updated_key_cache.{l}"),
-                updated.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: input '{v}' has no output updated_value_cache.{l}")));
+                updated.GetValueOrDefault((l, true)) ?? throw new RuntimeException($"{model}: input '{k}' has no output {KvNames.StaticUpdated.Format(l, KvPart.Key)}"),
+                updated.GetValueOrDefault((l, false)) ?? throw new RuntimeException($"{model}: input '{v}' has no output {KvNames.StaticUpdated.Format(l, KvPart.Value)}")));
         }
         var meta = inputs[layers[0].PastKey];
         if (meta.Dimensions.Length != 3 || meta.Dimensions[1] <= 0 || meta.Dimensions[2] <= 0)
@@ -152,19 +132,6 @@ public sealed record DecoderContract(
             logitsName, logitsMeta.ElementDataType, vocab, KvCacheKind.Static, layers, meta.ElementDataType,
             KvHeads: 1, HeadDim: meta.Dimensions[2], StaticCapacity: meta.Dimensions[1], StaticWidth: meta.Dimensions[2],
             WriteIndices: writeIdx, NonPadKvSeqLen: nonpad);
-    }
-
-    private static (int, bool)? MatchKv(Regex[] patterns, string name)
-    {
-        foreach (var r in patterns)
-        {
-            var m = r.Match(name);
-            if (!m.Success) continue;
-            // the layer index is whichever group is numeric
-            var (a, b) = (m.Groups[1].Value, m.Groups[2].Value);
-            return int.TryParse(a, out int la) ? (la, b == "key") : (int.Parse(b), a == "key");
-        }
-        return null;
     }
 
     public static int ElementSize(TensorElementType t) => t switch

@@ -1,4 +1,6 @@
-using System.Text.Json;
+using LongCtx.Compiler.Capabilities;
+using LongCtx.Compiler.OnnxIO;
+using LongCtx.Contract;
 using Microsoft.ML.OnnxRuntime;
 
 namespace LongCtx.Runtime;
@@ -9,14 +11,11 @@ namespace LongCtx.Runtime;
 /// </summary>
 public sealed class LongCtxModel : IDisposable
 {
-    public const string ManifestName = "longctx.json";
-    public const string ModelFileName = "model.onnx";
-
     private readonly InferenceSession _session;
     private readonly List<string> _notes = [];
 
     private LongCtxModel(string name, string modelPath, InferenceSession session, ExecutionProviderKind provider,
-        DecoderContract contract, IReadOnlyDictionary<string, JsonElement> runtimeConfig, IReadOnlyDictionary<string, long> opsets,
+        DecoderContract contract, LongCtxManifest? manifest, IReadOnlyDictionary<string, long> opsets,
         ITokenizer? tokenizer, RuntimeOptions options)
     {
         Name = name;
@@ -24,14 +23,14 @@ public sealed class LongCtxModel : IDisposable
         _session = session;
         Provider = provider;
         Contract = contract;
-        RuntimeConfig = runtimeConfig;
+        Manifest = manifest;
         Opsets = opsets;
         Tokenizer = tokenizer;
         UseIoBinding = options.IoBinding ?? provider != ExecutionProviderKind.Cpu;
         KvMemory = provider == ExecutionProviderKind.Cpu
             ? OrtMemoryInfo.DefaultInstance
             : new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
-        MaxContext = contract.StaticCapacity ?? ReadInt(runtimeConfig, "max_context") ?? ReadInt(runtimeConfig, "max_position_embeddings");
+        MaxContext = contract.StaticCapacity ?? Runtime.MaxContext ?? Runtime.MaxPositionEmbeddings;
     }
 
     /// <summary>What errors call the model (its file or folder name).</summary>
@@ -41,8 +40,13 @@ public sealed class LongCtxModel : IDisposable
     public DecoderContract Contract { get; }
     public int VocabSize => Contract.VocabSize;
 
+    /// <summary>The compiled folder's longctx.json; null for a bare .onnx.</summary>
+    public LongCtxManifest? Manifest { get; }
+
     /// <summary>The "runtime" section of longctx.json (empty for a bare .onnx).</summary>
-    public IReadOnlyDictionary<string, JsonElement> RuntimeConfig { get; }
+    public RuntimeSection Runtime => Manifest?.Runtime ?? EmptyRuntime;
+
+    private static readonly RuntimeSection EmptyRuntime = new();
     public IReadOnlyDictionary<string, long> Opsets { get; }
 
     /// <summary>Most tokens (prompt + generated) the model accepts, when known (static cache, or longctx.json).</summary>
@@ -69,7 +73,7 @@ public sealed class LongCtxModel : IDisposable
     /// <summary>Default shared buffer length when neither the options nor the model give one.</summary>
     public const int DefaultSharedBufferLength = 4096;
 
-    /// <summary>Whether a multi-token chunk may follow a non-empty past (probed on load).</summary>
+    /// <summary>Whether a multi-token chunk may follow a non-empty past (recorded by lcc compile, else probed on load).</summary>
     public bool SupportsChunkedPrefill { get; private set; } = true;
 
     /// <summary>Text tokenizer when the model folder has one; id-level models have none.</summary>
@@ -102,24 +106,34 @@ public sealed class LongCtxModel : IDisposable
         string modelPath, name;
         if (Directory.Exists(full))
         {
-            modelPath = Path.Combine(full, ModelFileName);
+            modelPath = Path.Combine(full, LongCtxFiles.Model);
             name = Path.GetFileName(full.TrimEnd('/'));
-            if (!File.Exists(modelPath)) throw new RuntimeException($"{name}: folder {full} has no {ModelFileName}");
+            if (!File.Exists(modelPath)) throw new RuntimeException($"{name}: folder {full} has no {LongCtxFiles.Model}");
         }
         else if (File.Exists(full))
         {
             modelPath = full;
-            name = Path.GetFileName(full) == ModelFileName ? Path.GetFileName(Path.GetDirectoryName(full)!) + "/" + ModelFileName : Path.GetFileName(full);
+            name = Path.GetFileName(full) == LongCtxFiles.Model ? Path.GetFileName(Path.GetDirectoryName(full)!) + "/" + LongCtxFiles.Model : Path.GetFileName(full);
         }
         else throw new RuntimeException($"model {path} not found");
         string dir = Path.GetDirectoryName(modelPath)!;
 
+        // A compiled folder's longctx.json records the opsets and what the graph allows (RuntimeCapabilityAnalysis at
+        // compile time); the runtime trusts it and never opens the graph itself. A bare .onnx (or a longctx.json from an
+        // lcc that did not record them) is read with the compiler's reader (external data stays on disk) and probed.
+        LongCtxManifest? manifest;
+        try { manifest = LongCtxManifest.TryReadFolder(dir); }
+        catch (ManifestException e) { throw new RuntimeException($"{name}: {e.Message}", e); }
+        var recorded = manifest?.Runtime is { Capabilities: { } caps, Opsets: { } recordedOpsets } ? (caps, recordedOpsets) : default;
+        LongCtx.Compiler.IR.Model? graph = null;
         IReadOnlyDictionary<string, long> opsets;
-        try { using var fs = File.OpenRead(modelPath); opsets = OnnxHeader.ReadOpsets(fs); }
-        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
-        { throw new RuntimeException($"{name}: {modelPath} is not a readable ONNX model ({e.Message})", e); }
-
-        var runtimeConfig = ReadRuntimeConfig(Path.Combine(dir, ManifestName), name);
+        if (recorded.caps is not null) opsets = recorded.recordedOpsets;
+        else
+        {
+            try { graph = OnnxReader.Load(modelPath); }
+            catch (ModelFormatException e) { throw new RuntimeException($"{name}: {modelPath} is not a readable ONNX model ({e.Message})", e); }
+            opsets = graph.Opsets;
+        }
         string? opsLib = null;
         if (opsets.ContainsKey(SessionFactory.CustomOpDomain))
         {
@@ -133,9 +147,17 @@ public sealed class LongCtxModel : IDisposable
         {
             var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
             var tokenizer = Tokenizers.TryLoad(dir);
-            var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, runtimeConfig, opsets, tokenizer, options);
-            model.ChooseKvCache(options, modelPath, log);
-            if (options.ProbeChunkedPrefill) model.ProbeChunking(log);
+            var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, manifest, opsets, tokenizer, options);
+            if (recorded.caps is { } c)
+            {
+                model.UseRecordedKvCache(options, c, log);
+                if (!c.ChunkedPrefill) model.NoChunking(c.ChunkedPrefillWhyNot ?? "recorded by lcc compile", log);
+            }
+            else
+            {
+                model.ChooseKvCache(options, graph!, log);
+                if (options.ProbeChunkedPrefill) model.ProbeChunking(log);
+            }
             return model;
         }
         catch
@@ -153,26 +175,42 @@ public sealed class LongCtxModel : IDisposable
     }
 
     /// <summary>
-    /// Picks the KV-cache manager. Shared (explicit or auto) needs every layer's past/present to be a
-    /// GroupQueryAttention's own (read from the graph), then a probe: [1, 2] then [3] then [4] through a shared buffer
-    /// must give the concat cache's logits. Auto falls back to concat with a note (<see cref="KvCacheNote"/>, logged when
-    /// the graph has GroupQueryAttention at all); explicit shared fails clearly.
+    /// Picks the KV-cache manager for a bare .onnx. Shared (explicit or auto) needs every layer's past/present to be a
+    /// GroupQueryAttention's own (<see cref="RuntimeCapabilityAnalysis.WhyNotShared"/> on the graph, the check lcc
+    /// compile records), then a probe: [1, 2] then [3] then [4] through a shared buffer must give the concat cache's
+    /// logits. Auto falls back to concat with a note (<see cref="KvCacheNote"/>, logged when the graph has
+    /// GroupQueryAttention at all); explicit shared fails clearly.
     /// </summary>
-    private void ChooseKvCache(RuntimeOptions options, string modelPath, Action<string> log)
+    private void ChooseKvCache(RuntimeOptions options, LongCtx.Compiler.IR.Model graph, Action<string> log)
+    {
+        if (!SizeSharedBuffer(options)) return;
+        bool hasGqa = graph.Graph.Nodes.Any(n => n.OpType == "GroupQueryAttention");
+        string? why = Contract.CacheKind != KvCacheKind.Concat ? $"the model has a {Contract.CacheKind} cache" : RuntimeCapabilityAnalysis.WhyNotShared(graph.Graph);
+        if (why is null) { why = ProbeShared(); hasGqa = true; }
+        SetKvCache(options, why, hasGqa, log);
+    }
+
+    /// <summary>Picks the KV-cache manager of a compiled folder from what lcc compile recorded (no graph read, no probe).</summary>
+    private void UseRecordedKvCache(RuntimeOptions options, RuntimeCapabilities recorded, Action<string> log)
+    {
+        if (!SizeSharedBuffer(options)) return;
+        string? why = recorded.SharedKvBuffer ? null : recorded.SharedKvBufferWhyNot ?? "recorded by lcc compile";
+        if (why is null && Contract.CacheKind != KvCacheKind.Concat) why = $"the model has a {Contract.CacheKind} cache";
+        SetKvCache(options, why, recorded.GroupQueryAttention > 0, log);
+    }
+
+    /// <summary>Sizes the shared buffers; false when the options ask for concat (nothing more to decide).</summary>
+    private bool SizeSharedBuffer(RuntimeOptions options)
     {
         SharedBufferLength = options.MaxContext ?? Math.Min(DefaultSharedBufferLength, MaxContext ?? DefaultSharedBufferLength);
         SharedBufferGrows = options.MaxContext is null;
-        if (options.KvCache == KvCacheMode.Concat) { KvCache = KvCacheMode.Concat; return; }
-        string? why;
-        bool hasGqa = false;
-        try
-        {
-            var graph = OnnxGraphScan.Read(modelPath);
-            hasGqa = graph.Nodes.Any(n => n.OpType == "GroupQueryAttention");
-            why = SharedBufferKvCache.Check(Contract, graph);
-        }
-        catch (Exception e) when (e is InvalidDataException or EndOfStreamException) { why = "graph not readable: " + e.Message; }
-        if (why is null) { why = ProbeShared(); hasGqa = true; }
+        if (options.KvCache != KvCacheMode.Concat) return true;
+        KvCache = KvCacheMode.Concat;
+        return false;
+    }
+
+    private void SetKvCache(RuntimeOptions options, string? why, bool hasGqa, Action<string> log)
+    {
         if (why is null) { KvCache = KvCacheMode.Shared; return; }
         if (options.KvCache == KvCacheMode.Shared)
             throw new RuntimeException($"{Name}: --kv-cache shared is not possible: {why}; use --kv-cache concat");
@@ -225,7 +263,12 @@ public sealed class LongCtxModel : IDisposable
             if (!(diff <= tol)) why = $"logits differ by {diff:G3} (tolerance {tol:G3})";
         }
         catch (RuntimeException e) { why = e.Message.StartsWith(Name + ": ") ? e.Message[(Name.Length + 2)..] : e.Message; }
-        if (why is null) return;
+        if (why is not null) NoChunking(why, log);
+    }
+
+    /// <summary>Prefill runs in one piece (and extends token by token), with a note saying why.</summary>
+    private void NoChunking(string why, Action<string> log)
+    {
         SupportsChunkedPrefill = false;
         var note = $"{Name}: the graph cannot take a multi-token chunk after a non-empty past ({SessionFactory.FirstLine(why)}); prefill runs in one piece";
         _notes.Add(note);
@@ -257,22 +300,6 @@ public sealed class LongCtxModel : IDisposable
         var byName = bound.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => got[x.i]);
         return outputs.Select(n => byName[n]).ToArray();
     }
-
-    private static IReadOnlyDictionary<string, JsonElement> ReadRuntimeConfig(string manifest, string name)
-    {
-        if (!File.Exists(manifest)) return new Dictionary<string, JsonElement>();
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(manifest));
-            if (!doc.RootElement.TryGetProperty("runtime", out var rt) || rt.ValueKind != JsonValueKind.Object)
-                return new Dictionary<string, JsonElement>();
-            return rt.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.Clone());
-        }
-        catch (JsonException e) { throw new RuntimeException($"{name}: {manifest} is not valid JSON ({e.Message})", e); }
-    }
-
-    private static int? ReadInt(IReadOnlyDictionary<string, JsonElement> cfg, string key)
-        => cfg.TryGetValue(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : null;
 
     public void Dispose()
     {

@@ -27,7 +27,8 @@ public sealed record RuntimeOptions
     /// <summary>Path of liblongctx_ops.so; null looks next to the LongCtx.Runtime assembly.</summary>
     public string? CustomOpsLibrary { get; init; }
 
-    /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past.</summary>
+    /// <summary>Probe on load whether the graph accepts a multi-token chunk after a non-empty past (bare .onnx files; a
+    /// compiled folder's longctx.json records it).</summary>
     public bool ProbeChunkedPrefill { get; init; } = true;
 
     /// <summary>
@@ -51,6 +52,13 @@ public sealed record RuntimeOptions
 
     /// <summary>Receives one-line notes (EP fallbacks, prefill mode). Null: written to stderr.</summary>
     public Action<string>? Log { get; init; }
+
+    /// <summary>
+    /// Attaches an execution provider to session options (null: ONNX Runtime's own AppendExecutionProvider_*). A setup
+    /// that finds its provider missing throws <see cref="ExecutionProviderUnavailableException"/> (ORT's own throw an
+    /// OnnxRuntimeException); either way Auto falls back to the next provider. Lets tests fail a provider on any machine.
+    /// </summary>
+    internal Action<Microsoft.ML.OnnxRuntime.SessionOptions, ExecutionProviderKind, int>? ProviderSetup { get; init; }
 
     public static RuntimeOptions Default { get; } = new();
 

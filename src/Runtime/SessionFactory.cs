@@ -14,25 +14,29 @@ internal static class SessionFactory
 
     public sealed record Built(InferenceSession Session, ExecutionProviderKind Provider);
 
+    /// <summary>The provider chain <see cref="Create"/> tries for a requested provider.</summary>
+    public static IReadOnlyList<ExecutionProviderKind> Chain(ExecutionProviderKind requested) => requested switch
+    {
+        ExecutionProviderKind.Auto => [ExecutionProviderKind.TensorRT, ExecutionProviderKind.Cuda, ExecutionProviderKind.Cpu],
+        var k => [k],
+    };
+
     public static Built Create(string modelName, Func<SessionOptions, InferenceSession> open, RuntimeOptions options,
         string? customOpLibrary, Action<string> log)
     {
         EnsureQuietEnvironment();
-        var order = options.ExecutionProvider switch
-        {
-            ExecutionProviderKind.Auto => new[] { ExecutionProviderKind.TensorRT, ExecutionProviderKind.Cuda, ExecutionProviderKind.Cpu },
-            var k => [k],
-        };
-        for (int i = 0; i < order.Length; i++)
+        var order = Chain(options.ExecutionProvider);
+        var setup = options.ProviderSetup ?? Append;
+        for (int i = 0; i < order.Count; i++)
         {
             var ep = order[i];
             var so = NewOptions(options, customOpLibrary, modelName);
             try
             {
-                Append(so, ep, options.DeviceId);
+                setup(so, ep, options.DeviceId);
                 return new Built(open(so), ep);
             }
-            catch (OnnxRuntimeException e) when (ep != ExecutionProviderKind.Cpu)
+            catch (Exception e) when (ep != ExecutionProviderKind.Cpu && e is OnnxRuntimeException or ExecutionProviderUnavailableException)
             {
                 var why = FirstLine(e.Message).Replace("[ErrorCode:Fail] ", "");
                 if (why.Contains("Failed to load shared library")) why += ": its CUDA libraries or device are missing";
@@ -40,7 +44,7 @@ internal static class SessionFactory
                     throw new RuntimeException($"{modelName}: execution provider {Name(ep)} is not available ({why}); use --ep cpu or --ep auto");
                 log($"ep: {Name(ep)} unavailable ({why}); falling back to {Name(order[i + 1])}");
             }
-            catch (OnnxRuntimeException e)
+            catch (Exception e) when (e is OnnxRuntimeException or ExecutionProviderUnavailableException)
             {
                 throw new RuntimeException($"{modelName}: ONNX Runtime cannot load the model: {FirstLine(e.Message)}", e);
             }
@@ -107,3 +111,6 @@ internal static class SessionFactory
         return line.Length > 300 ? line[..300] + "..." : line.Trim();
     }
 }
+
+/// <summary>Thrown by a <see cref="RuntimeOptions.ProviderSetup"/> whose execution provider cannot be used here.</summary>
+internal sealed class ExecutionProviderUnavailableException(string message) : Exception(message);

@@ -130,39 +130,4 @@ public sealed class SharedBufferKvCache : KvCacheManager
         _length = 0;
         _allocator?.Dispose();
     }
-
-    /// <summary>
-    /// Why the shared buffer cannot serve <paramref name="contract"/>'s model, or null: every layer's past key/value
-    /// must be read only by one com.microsoft.GroupQueryAttention (inputs 3/4) whose outputs 1/2 are that layer's
-    /// present key/value graph outputs, read by nobody else (they carry the whole buffer, not P+S rows).
-    /// </summary>
-    internal static string? Check(DecoderContract contract, OnnxGraphScan graph)
-    {
-        if (contract.CacheKind != KvCacheKind.Concat) return $"the model has a {contract.CacheKind} cache";
-        foreach (var layer in contract.Layers)
-        {
-            ScannedNode? gqa = null;
-            foreach (var (name, index) in new[] { (layer.PastKey, 3), (layer.PastValue, 4) })
-            {
-                if (graph.SubgraphUses.Contains(name)) return $"'{name}' is read inside a subgraph";
-                var uses = graph.Consumers(name).ToList();
-                if (uses.Count != 1)
-                    return $"'{name}' is read by {(uses.Count == 0 ? "no node" : string.Join(", ", uses.Select(u => Op(u.Node)).Distinct()))}, not by one com.microsoft.GroupQueryAttention";
-                var (n, i) = uses[0];
-                if (n.OpType != "GroupQueryAttention" || n.Domain != "com.microsoft")
-                    return $"'{name}' is read by {Op(n)}, not by one com.microsoft.GroupQueryAttention";
-                if (i != index) return $"'{name}' is input {i} of GroupQueryAttention, not its past {(index == 3 ? "key" : "value")}";
-                if (gqa is not null && !ReferenceEquals(gqa, n)) return $"'{layer.PastKey}' and '{layer.PastValue}' feed different GroupQueryAttention nodes";
-                gqa = n;
-            }
-            if (gqa!.Outputs.Count < 3 || gqa.Outputs[1] != layer.PresentKey || gqa.Outputs[2] != layer.PresentValue)
-                return $"layer {layer.Index}: the GroupQueryAttention reading '{layer.PastKey}' does not produce '{layer.PresentKey}'/'{layer.PresentValue}' directly";
-            foreach (var p in new[] { layer.PresentKey, layer.PresentValue })
-                if (graph.Consumers(p).Any() || graph.SubgraphUses.Contains(p))
-                    return $"'{p}' is also read inside the graph";
-        }
-        return null;
-    }
-
-    private static string Op(ScannedNode n) => (n.Domain.Length > 0 ? n.Domain + "." : "") + n.OpType;
 }

@@ -29,13 +29,13 @@ public static class Tokenizers
 {
     public static ITokenizer? TryLoad(string folder)
     {
-        var spm = Path.Combine(folder, "tokenizer.model");
+        var spm = Path.Combine(folder, LongCtx.Contract.LongCtxFiles.SentencePieceTokenizer);
         if (File.Exists(spm))
         {
             using var s = File.OpenRead(spm);
             return new MlTokenizer(LlamaTokenizer.Create(s), spm);
         }
-        var hf = Path.Combine(folder, "tokenizer.json");
+        var hf = Path.Combine(folder, LongCtx.Contract.LongCtxFiles.HfTokenizer);
         return File.Exists(hf) ? FromHuggingFaceJson(hf) : null;
     }
 

@@ -9,14 +9,7 @@ namespace LongCtx.Tests.CostModel;
 [TestFixture]
 public sealed class CostModelTests
 {
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "LongCtx.sln"))) return d.FullName;
-        throw new InvalidOperationException("LongCtx.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    private static string RecallPath() => Path.GetFullPath(Path.Combine(RepoRoot(), "..", "shared", "models", "recall-public", "model.onnx"));
+    private static string RecallPath() => Path.Combine(TestSupport.SharedModels, "recall-public", "model.onnx");
 
     [TestCase("24GiB", 24L << 30)]
     [TestCase("24 GiB", 24L << 30)]

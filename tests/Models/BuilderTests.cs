@@ -48,7 +48,7 @@ public sealed class BuilderTests
     public void Cache_consistent_in_ort(Variant v)
     {
         var bytes = OnnxWriter.ToBytes(v.Build());
-        using var h = new DecoderHarness(bytes);
+        using var h = new TestDecoder(bytes, threads: 0);
         var (diff, maxAbs, stepDiff) = h.CacheConsistency(Tokens, prefix: 6);
         TestContext.Out.WriteLine($"{v}: prefill-vs-cached max|diff| {diff:E2}, max|logit| {maxAbs:F3}, last-vs-previous {stepDiff:F3}");
         double tol = v.Config.Dtype == ModelDtype.Float16 ? 2e-2 : 1e-4;
@@ -73,24 +73,24 @@ public sealed class BuilderTests
     {
         float[] Logits(string form, out float[] decode)
         {
-            using var h = new DecoderHarness(OnnxWriter.ToBytes(Builders.Build(form, c)));
-            using var full = h.Run(Tokens, null);
-            using var pre = h.Run(Tokens[..^1], null);
-            using var dec = h.Run(Tokens[^1..], pre);
-            decode = dec.Logits;
-            return full.Logits;
+            using var h = new TestDecoder(OnnxWriter.ToBytes(Builders.Build(form, c)), threads: 0);
+            var full = h.Step(Tokens)[h.Contract.Logits].Data;
+            h.Reset();
+            h.Step(Tokens[..^1]);
+            decode = h.Step(Tokens[^1..])[h.Contract.Logits].Data;
+            return full;
         }
         var want = Logits("torch", out var wantDecode);
         foreach (var form in new[] { "gqa", "gqa-separate-rope", "mha", "opset24" })
         {
             var got = Logits(form, out var gotDecode);
-            double d = DecoderHarness.MaxDiff(want, got), dd = DecoderHarness.MaxDiff(wantDecode, gotDecode);
+            double d = TestDecoder.MaxDiff(want, got), dd = TestDecoder.MaxDiff(wantDecode, gotDecode);
             TestContext.Out.WriteLine($"{form}: prefill max|diff| vs torch {d:E2}, decode {dd:E2}");
             Assert.That(d, Is.LessThan(1e-4), $"{form} prefill logits differ from the torch form");
             Assert.That(dd, Is.LessThan(1e-4), $"{form} decode logits differ from the torch form");
         }
         var noRope = Logits("gqa-norope", out _);
-        Assert.That(DecoderHarness.MaxDiff(want, noRope), Is.GreaterThan(1e-2), "dropping RoPE must change the logits");
+        Assert.That(TestDecoder.MaxDiff(want, noRope), Is.GreaterThan(1e-2), "dropping RoPE must change the logits");
     }
 
     [Test]

@@ -29,13 +29,13 @@ public sealed class EncoderAndDemoTests
         var a = RunBert(s, ids, ones);
         // changing the LAST token changes the FIRST position's output: attention is not causal
         var b = RunBert(s, [3, 14, 15, 92, 65, 99], ones);
-        Assert.That(DecoderHarness.MaxDiff(a[..hidden], b[..hidden]), Is.GreaterThan(1e-3));
+        Assert.That(TestDecoder.MaxDiff(a[..hidden], b[..hidden]), Is.GreaterThan(1e-3));
         // with the last token masked, its content no longer affects the other positions
         long[] padMask = [1, 1, 1, 1, 1, 0];
         var p1 = RunBert(s, ids, padMask);
         var p2 = RunBert(s, [3, 14, 15, 92, 65, 99], padMask);
-        Assert.That(DecoderHarness.MaxDiff(p1[..(5 * hidden)], p2[..(5 * hidden)]), Is.LessThan(1e-5));
-        Assert.That(DecoderHarness.MaxDiff(p1[..(5 * hidden)], a[..(5 * hidden)]), Is.GreaterThan(1e-3), "masking must matter");
+        Assert.That(TestDecoder.MaxDiff(p1[..(5 * hidden)], p2[..(5 * hidden)]), Is.LessThan(1e-5));
+        Assert.That(TestDecoder.MaxDiff(p1[..(5 * hidden)], a[..(5 * hidden)]), Is.GreaterThan(1e-3), "masking must matter");
     }
 
     [Test]
@@ -49,7 +49,7 @@ public sealed class EncoderAndDemoTests
             Assert.That(cfg, Does.Contain("\"num_key_value_heads\": 2").And.Contain("\"head_dim\": 16").And.Contain("\"vocab_size\": 128"));
             var bytes = File.ReadAllBytes(Path.Combine(dir, "model.onnx"));
             Assert.That(bytes, Is.EqualTo(OnnxWriter.ToBytes(DemoModel.Build())));
-            using var h = new DecoderHarness(bytes);
+            using var h = new TestDecoder(bytes, threads: 0);
             var (diff, _, _) = h.CacheConsistency([1, 2, 3, 4, 5, 6, 7, 8], 5);
             Assert.That(diff, Is.LessThan(1e-4));
         }

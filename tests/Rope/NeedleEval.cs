@@ -10,25 +10,16 @@ namespace LongCtx.Tests.Rope;
 public sealed record NeedlePrompt(int Id, long[] Prompt, long Expected);
 
 /// <summary>
-/// Test-side evaluator until the runtime's <c>lcc eval</c> lands: one full-prompt prefill per example through ORT (CPU),
-/// inputs input_ids, attention_mask (ones), position_ids 0..L-1 and empty past_key_values.* [1, kv, 0, head]; the
-/// prediction is argmax of the last logits row (full vocabulary), as in baseline.json's metric.
+/// Test-side evaluator (independent of the runtime's <c>lcc eval</c>): one full-prompt prefill per example through
+/// <see cref="TestDecoder"/> (ORT CPU, empty cache, positions 0..L-1); the prediction is argmax of the last logits row
+/// (full vocabulary), as in baseline.json's metric.
 /// </summary>
 public sealed class NeedleEval : IDisposable
 {
-    private readonly InferenceSession _session;
-    private readonly List<(string Name, long[] Shape)> _past = [];
+    private readonly TestDecoder _decoder;
 
-    public NeedleEval(Model model, int threads = 2)
-    {
-        var so = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        _session = new InferenceSession(OnnxWriter.ToBytes(model), so);
-        foreach (var v in model.Graph.Inputs.Where(v => v.Name.StartsWith("past_key_values.", StringComparison.Ordinal)))
-        {
-            var dims = v.Type!.Shape!.Dims;
-            _past.Add((v.Name, [1, dims[1].Value ?? throw new InvalidOperationException($"{v.Name}: kv heads not static"), 0, dims[3].Value ?? throw new InvalidOperationException($"{v.Name}: head size not static")]));
-        }
-    }
+    public NeedleEval(Model model, int threads = 2) =>
+        _decoder = new TestDecoder(OnnxWriter.ToBytes(model), threads, GraphOptimizationLevel.ORT_ENABLE_ALL);
 
     public static IReadOnlyList<NeedlePrompt> Load(string path, int limit = int.MaxValue)
     {
@@ -45,32 +36,7 @@ public sealed class NeedleEval : IDisposable
     }
 
     /// <summary>Logits of the last prompt position.</summary>
-    public float[] LastLogits(long[] prompt)
-    {
-        int n = prompt.Length;
-        var positions = Enumerable.Range(0, n).Select(i => (long)i).ToArray();
-        var ones = Enumerable.Repeat(1L, n).ToArray();
-        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
-        var values = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(prompt, [1, n]),
-            OrtValue.CreateTensorValueFromMemory(ones, [1, n]),
-            OrtValue.CreateTensorValueFromMemory(positions, [1, n]),
-        };
-        foreach (var (name, shape) in _past)
-        {
-            names.Add(name);
-            values.Add(OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), shape));
-        }
-        try
-        {
-            using var outs = _session.Run(new RunOptions(), names, values, ["logits"]);
-            var all = outs[0].GetTensorDataAsSpan<float>();
-            int vocab = (int)outs[0].GetTensorTypeAndShape().Shape[^1];
-            return all[^vocab..].ToArray();
-        }
-        finally { foreach (var v in values) v.Dispose(); }
-    }
+    public float[] LastLogits(long[] prompt) => _decoder.LastLogits(prompt);
 
     public bool Correct(NeedlePrompt p)
     {
@@ -83,5 +49,5 @@ public sealed class NeedleEval : IDisposable
     /// <summary>Per-prompt correctness (in file order).</summary>
     public bool[] Run(IReadOnlyList<NeedlePrompt> prompts) => prompts.Select(Correct).ToArray();
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose() => _decoder.Dispose();
 }

@@ -50,9 +50,10 @@ public sealed class RopeCanonicalTests
     [Test]
     public void ExtendedContext_LengthensCanonicalCaches_AndRecordsMaxContext()
     {
-        var rope = new PipelineStep("rope-yarn", new Dictionary<string, string> { ["context"] = "65536", ["trained-context"] = "256" });
+        // the target context is a typed pipeline option (lcc compile --context), read by both passes from their PassContext
+        var rope = new PipelineStep("rope-yarn", new Dictionary<string, string> { ["trained-context"] = "256" });
         var m = OnnxReader.Load(TestSupport.Fixture("recall-public/model.onnx"));
-        var r = PassManager.Run(m, Pipelines.Instantiate(Pipelines.WithMethods([rope])));
+        var r = PassManager.Run(m, Pipelines.Instantiate(Pipelines.WithMethods([rope])), new PassManagerOptions { TargetContext = 65536 });
         var caches = m.Graph.Nodes.Where(n => n.OpType == "GroupQueryAttention").Select(n => n.Input(7)!.Const!.Dims[0]).Distinct().ToList();
         Assert.That(caches, Is.EqualTo(new[] { 65536L }), "GQA reads RoPE rows by position: the cache must cover the extended context");
         Assert.That(r.RuntimeConfig["max_context"], Is.EqualTo(65536L));

@@ -10,17 +10,7 @@ namespace LongCtx.Tests.Rope;
 /// <summary>Paths and helpers shared by the RoPE tests.</summary>
 internal static class RopeFixture
 {
-    public static string RepoRoot
-    {
-        get
-        {
-            var d = new DirectoryInfo(AppContext.BaseDirectory);
-            while (d is not null && !File.Exists(Path.Combine(d.FullName, "LongCtx.sln"))) d = d.Parent;
-            return d?.FullName ?? throw new InvalidOperationException("LongCtx.sln not found above " + AppContext.BaseDirectory);
-        }
-    }
-
-    public static string Shared(string rel) => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "models", rel));
+    public static string Shared(string rel) => Path.Combine(TestSupport.SharedModels, rel);
 
     public static string RecallDir
     {

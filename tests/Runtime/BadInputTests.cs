@@ -97,18 +97,46 @@ public sealed class BadInputTests
         using (m) Assert.That(m.Provider, Is.EqualTo(ep), "a GPU machine: the forced provider loaded");
     }
 
+    /// <summary>A provider setup whose GPU providers are missing on any machine (like a host without CUDA libraries).</summary>
+    private static RuntimeOptions WithoutGpus(List<string> log, List<ExecutionProviderKind> tried) => RuntimeFixtures.Cpu(log) with
+    {
+        ExecutionProvider = ExecutionProviderKind.Auto,
+        ProviderSetup = (_, ep, device) =>
+        {
+            lock (tried) tried.Add(ep);
+            if (ep == ExecutionProviderKind.Cpu) return;
+            throw new ExecutionProviderUnavailableException($"[ErrorCode:Fail] Failed to load shared library libonnxruntime_providers_{ep.ToString().ToLowerInvariant()}.so (device {device})\nsecond line of detail");
+        },
+    };
+
     [Test]
     public void Auto_FallsBackWithOneLinePerProvider()
     {
         var log = new List<string>();
-        using var m = LongCtxModel.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), RuntimeFixtures.Cpu(log) with { ExecutionProvider = ExecutionProviderKind.Auto });
-        if (m.Provider == ExecutionProviderKind.Cpu)
-        {
-            Assert.That(log, Has.Count.EqualTo(2));
-            Assert.That(log[0], Does.StartWith("ep: TensorRT unavailable").And.EndWith("falling back to CUDA"));
-            Assert.That(log[1], Does.StartWith("ep: CUDA unavailable").And.EndWith("falling back to CPU"));
-        }
-        Assert.That(log, Has.All.Not.Contain("\n"));
+        var tried = new List<ExecutionProviderKind>();
+        using var m = LongCtxModel.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), WithoutGpus(log, tried));
+        Assert.That(m.Provider, Is.EqualTo(ExecutionProviderKind.Cpu));
+        Assert.That(tried, Is.EqualTo(new[] { ExecutionProviderKind.TensorRT, ExecutionProviderKind.Cuda, ExecutionProviderKind.Cpu }), "the fallback chain");
+        Assert.That(log, Has.Count.EqualTo(2));
+        Assert.That(log[0], Does.StartWith("ep: TensorRT unavailable (Failed to load shared library libonnxruntime_providers_tensorrt.so (device 0): its CUDA libraries or device are missing)")
+            .And.EndWith("; falling back to CUDA"));
+        Assert.That(log[1], Does.StartWith("ep: CUDA unavailable (Failed to load shared library libonnxruntime_providers_cuda.so").And.EndWith("; falling back to CPU"));
+        Assert.That(log, Has.All.Not.Contain("\n").And.All.Not.Contain("second line").And.All.Not.Contain("[ErrorCode"));
+        using var g = m.CreateGenerator();
+        Assert.That(g.Generate([1, 2, 3], new GenerationOptions { MaxNewTokens = 2 }), Has.Count.EqualTo(2), "the CPU session it fell back to runs");
+    }
+
+    [TestCase(ExecutionProviderKind.Cuda, "CUDA")]
+    [TestCase(ExecutionProviderKind.TensorRT, "TensorRT")]
+    public void ForcedProvider_Missing_FailsWithoutFallingBack(ExecutionProviderKind ep, string name)
+    {
+        var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
+        var log = new List<string>();
+        var tried = new List<ExecutionProviderKind>();
+        var e = Assert.Throws<RuntimeException>(() => LongCtxModel.Load(model, WithoutGpus(log, tried) with { ExecutionProvider = ep }).Dispose())!;
+        Assert.That(e.Message, Does.Contain($"execution provider {name} is not available").And.Contain("recall-public").And.Contain("use --ep cpu or --ep auto"));
+        Assert.That(tried, Is.EqualTo(new[] { ep }), "a forced provider is the whole chain");
+        Assert.That(log, Is.Empty);
     }
 
     [Test]
@@ -118,7 +146,9 @@ public sealed class BadInputTests
         File.WriteAllText(Path.Combine(_tmp, "longctx.json"), """{"format": "longctx/1", "runtime": {"max_context": 20, "note": "x"}}""");
         using var m = LongCtxModel.Load(_tmp, RuntimeFixtures.Cpu());
         Assert.That(m.MaxContext, Is.EqualTo(20));
-        Assert.That(m.RuntimeConfig.Keys, Is.EquivalentTo(new[] { "max_context", "note" }));
+        Assert.That(m.Runtime.MaxContext, Is.EqualTo(20), "read typed");
+        Assert.That(m.Runtime.Other?.Keys, Is.EquivalentTo(new[] { "note" }), "keys this version does not know still load");
+        Assert.That(m.Runtime.Capabilities, Is.Null, "a hand-written longctx.json records no capabilities: the runtime probes");
         using var g = m.CreateGenerator();
         var e = Assert.Throws<ArgumentException>(() => g.Generate(Enumerable.Range(1, 21).ToArray()));
         Assert.That(e!.Message, Does.Contain("21").And.Contain("at most 20"));
@@ -126,7 +156,7 @@ public sealed class BadInputTests
         File.WriteAllText(Path.Combine(_tmp, "longctx.json"), """{"format": "longctx/1"}""");
         using var m2 = LongCtxModel.Load(_tmp, RuntimeFixtures.Cpu());
         Assert.That(m2.MaxContext, Is.Null);
-        Assert.That(m2.RuntimeConfig, Is.Empty);
+        Assert.That(m2.Runtime.IsEmpty, Is.True);
     }
 
     [Test]

@@ -8,27 +8,14 @@ namespace LongCtx.Tests.Runtime;
 /// <summary>Locates the shared fixture models; tests that need a missing one are ignored.</summary>
 internal static class RuntimeFixtures
 {
-    public static string RepoRoot { get; } = FindRoot();
-
-    private static string FindRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "LongCtx.sln"))) return d.FullName;
-        throw new InvalidOperationException("LongCtx.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    public static string Models => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "models"));
+    public static string Models => TestSupport.SharedModels;
     public static string Recall => Path.Combine(Models, "recall-public");
     public static string RecallModel => Path.Combine(Recall, "model.onnx");
     public static string Llama => Path.Combine(Models, "genai", "llama-mha-rotary-fp16", "model.onnx");
     public static string Qwen => Path.Combine(Models, "genai", "qwen-gqa-fp16", "decoder.onnx");
     public static string Static24 => Path.Combine(Models, "genai", "opset24-attention-static-cache", "model.onnx");
 
-    public static string Require(string path)
-    {
-        if (!File.Exists(path) && !Directory.Exists(path)) Assert.Ignore($"fixture not found: {path}");
-        return path;
-    }
+    public static string Require(string path) => TestSupport.Require(path);
 
     /// <summary>CPU, quiet, collecting notes.</summary>
     public static RuntimeOptions Cpu(List<string>? log = null) => new()

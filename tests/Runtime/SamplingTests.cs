@@ -43,6 +43,49 @@ public sealed class SamplingTests
         Assert.That(s1.Distinct().Count(), Is.GreaterThan(2), "temperature 1 over six logits samples more than the top two");
     }
 
+    /// <summary>The sampler before it stopped sorting: a full sort of the vocabulary per token (ties: lower id first).</summary>
+    private static int NaiveFullSort(float[] logits, GenerationOptions o, Random rng)
+    {
+        var idx = Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).ThenBy(i => i).ToArray();
+        int k = o.TopK > 0 ? Math.Min(o.TopK, idx.Length) : idx.Length;
+        var p = new double[k];
+        double max = logits[idx[0]] / o.Temperature, sum = 0;
+        for (int i = 0; i < k; i++) { p[i] = Math.Exp(logits[idx[i]] / o.Temperature - max); sum += p[i]; }
+        int keep = k;
+        if (o.TopP < 1)
+        {
+            double acc = 0;
+            for (int i = 0; i < k; i++) { acc += p[i] / sum; if (acc >= o.TopP) { keep = i + 1; break; } }
+        }
+        double total = 0;
+        for (int i = 0; i < keep; i++) total += p[i];
+        double r = rng.NextDouble() * total;
+        for (int i = 0; i < keep; i++) { r -= p[i]; if (r <= 0) return idx[i]; }
+        return idx[keep - 1];
+    }
+
+    [TestCase(1f, 0, 1f), TestCase(0.7f, 40, 1f), TestCase(1f, 0, 0.9f), TestCase(0.8f, 50, 0.95f), TestCase(1.3f, 5, 0.5f),
+     TestCase(1f, 1, 1f), TestCase(2f, 1000, 0.99f), TestCase(0.5f, 3000, 1f)]
+    public void TopK_TopP_PickTheSameTokensAsANaiveFullSort(float temperature, int topK, float topP)
+    {
+        var o = new GenerationOptions { Temperature = temperature, TopK = topK, TopP = topP };
+        var data = new Random(11);
+        int differences = 0;
+        for (int trial = 0; trial < 60; trial++)
+        {
+            // a vocabulary-sized row: peaked (a few large logits) or flat, with some exact ties
+            var logits = new float[2048];
+            float spread = trial % 2 == 0 ? 8f : 1f;
+            for (int i = 0; i < logits.Length; i++) logits[i] = (float)(data.NextDouble() * 2 - 1) * spread;
+            for (int i = 0; i < 8; i++) logits[data.Next(logits.Length)] = logits[data.Next(logits.Length)];
+            var a = new Random(trial);
+            var b = new Random(trial);
+            for (int draw = 0; draw < 20; draw++)
+                if (Sampler.Sample(logits, o, a) != NaiveFullSort(logits, o, b)) differences++;
+        }
+        Assert.That(differences, Is.Zero, "same seed, same logits: the heap sampler and the full sort pick the same tokens");
+    }
+
     [Test]
     public void StopToken_EndsGeneration_AndIsNotEmitted()
     {

@@ -21,7 +21,7 @@ internal static class Cli
     public static int Guard(Func<int> action)
     {
         try { return action(); }
-        catch (Exception e) when (e is ModelFormatException or CompileException or IrException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or NotSupportedException)
+        catch (Exception e) when (e is ModelFormatException or LongCtx.Contract.ManifestException or CompileException or IrException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or NotSupportedException)
         {
             Console.Error.WriteLine("lcc: error: " + OneLine(e.Message));
             return Failure;

@@ -35,6 +35,8 @@ internal static class CompileCommand
                     Console.WriteLine($"  {i++}. {s,-28} {(p.IsExact ? "exact" : "approximate"),-12} {p.Description}");
                 }
                 Console.WriteLine("known passes: " + string.Join(", ", Pipelines.Names));
+                Console.WriteLine("rope methods (--rope METHOD[:k=v,...], pass rope-METHOD):");
+                Console.Write(LongCtx.Passes.Rope.RopeMethods.Describe());
                 return Cli.Ok;
             }
             var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
@@ -42,7 +44,7 @@ internal static class CompileCommand
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),
-                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), Log = s => Console.Error.WriteLine(s) },
+                Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
@@ -56,7 +58,7 @@ internal static class CompileCommand
             if (pr.GetValue(trace)) foreach (var t in r.Pipeline.Trace) Console.WriteLine("    trace: " + t);
             if (r.Pipeline.StoppedAtStepLimit) Console.WriteLine($"  stopped at step limit {pr.GetValue(stepLimit)}");
             Console.WriteLine($"wrote {r.ModelPath} ({r.Saved.ModelBytes:N0} bytes)" + (r.Saved.DataPath is null ? "" : $" + {Path.GetFileName(r.Saved.DataPath)} ({r.Saved.DataBytes:N0} bytes, {r.Saved.ExternalTensors} tensors)"));
-            Console.WriteLine($"wrote {Path.Combine(r.OutputDir, CompileJob.ManifestName)}");
+            Console.WriteLine($"wrote {Path.Combine(r.OutputDir, LongCtx.Contract.LongCtxFiles.Manifest)}");
             return Cli.Ok;
         })));
         return cmd;

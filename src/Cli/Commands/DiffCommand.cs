@@ -26,5 +26,5 @@ internal static class DiffCommand
 
     /// <summary>A compiled output folder stands for its model.onnx.</summary>
     internal static FileInfo Resolve(FileInfo f) =>
-        Directory.Exists(f.FullName) ? new FileInfo(Path.Combine(f.FullName, LongCtx.Compiler.CompileJob.ModelFileName)) : f;
+        Directory.Exists(f.FullName) ? new FileInfo(Path.Combine(f.FullName, LongCtx.Contract.LongCtxFiles.Model)) : f;
 }

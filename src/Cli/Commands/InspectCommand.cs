@@ -1,10 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
-using System.Text.Json.Nodes;
-using LongCtx.Compiler;
 using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.Inspect;
+using LongCtx.Contract;
 
 namespace LongCtx.Cli.Commands;
 
@@ -27,7 +26,7 @@ internal static class InspectCommand
             var file = DiffCommand.Resolve(pr.GetValue(model)!);
             var m = Cli.Load(file);
             var report = ModelInspector.Inspect(m);
-            var manifest = ReadManifest(file);
+            var manifest = LongCtxManifest.TryReadFolder(file.DirectoryName ?? ".");
             var attention = AttentionDiscovery.Discover(m);
             // prefer the card read off the recognised attention blocks (it knows heads and hidden); fall back to the I/O contract
             string? whyNoCard = null;
@@ -41,7 +40,7 @@ internal static class InspectCommand
                 node["architecture"] = card is null ? null : JsonSerializer.SerializeToNode(card, Cli.Json);
                 node["cost"] = cost is null ? null : JsonSerializer.SerializeToNode(cost, Cli.Json);
                 if (whyNoCard is not null) node["architecture_note"] = whyNoCard;
-                if (manifest is not null) node["longctx"] = manifest;
+                if (manifest is not null) node["longctx"] = JsonSerializer.SerializeToNode(manifest, LongCtxManifest.JsonOptions);
                 Console.Out.Write(node.ToJsonString(Cli.Json) + "\n");
                 return Cli.Ok;
             }
@@ -54,25 +53,18 @@ internal static class InspectCommand
         return cmd;
     }
 
-    /// <summary>The longctx.json beside a compiled model, if any.</summary>
-    internal static JsonObject? ReadManifest(FileInfo modelFile)
-    {
-        var p = Path.Combine(modelFile.DirectoryName ?? ".", CompileJob.ManifestName);
-        if (!File.Exists(p)) return null;
-        try { return JsonNode.Parse(File.ReadAllText(p)) as JsonObject; }
-        catch (JsonException e) { throw new InvalidOperationException($"{p}: not valid JSON ({e.Message})"); }
-    }
-
-    private static string RenderManifest(JsonObject m)
+    private static string RenderManifest(LongCtxManifest m)
     {
         var sb = new System.Text.StringBuilder();
-        sb.Append($"compiled by {m["tool"]} from {m["source"]?["path"]} (sha256 {m["source"]?["sha256"]?.ToString()[..16]}…)\n");
-        foreach (var p in m["pipeline"]?.AsArray() ?? [])
+        string sha = m.Source?.Sha256 is { Length: >= 16 } h ? h[..16] + "…" : m.Source?.Sha256 ?? "";
+        sb.Append($"compiled by {m.Tool} from {m.Source?.Path} (sha256 {sha})\n");
+        foreach (var p in m.Pipeline)
         {
-            var counts = p?["counts"]?.AsObject().Select(kv => $"{kv.Value} {kv.Key}") ?? [];
-            sb.Append($"  {p?["pass"],-24} {(p?["exact"]?.GetValue<bool>() == true ? "exact" : "approximate"),-12} {string.Join(", ", counts)}\n");
+            var counts = p.Counts.Select(kv => $"{kv.Value} {kv.Key}");
+            sb.Append($"  {p.Pass,-24} {(p.Exact ? "exact" : "approximate"),-12} {string.Join(", ", counts)}\n");
         }
-        if (m["runtime"] is JsonObject rt && rt.Count > 0) sb.Append("  runtime: ").Append(rt.ToJsonString()).Append('\n');
+        if (!m.Runtime.IsEmpty)
+            sb.Append("  runtime: ").Append(JsonSerializer.Serialize(m.Runtime, new JsonSerializerOptions(LongCtxManifest.JsonOptions) { WriteIndented = false })).Append('\n');
         return sb.ToString();
     }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using LongCtx.Compiler.Passes;
 using LongCtx.Passes;
+using LongCtx.Passes.Rope;
 
 namespace LongCtx.Cli.Commands;
 
@@ -10,10 +11,15 @@ namespace LongCtx.Cli.Commands;
 /// </summary>
 internal static class RopeOptions
 {
-    public static readonly string[] Methods = ["linear", "ntk", "dynamic-ntk", "yarn", "longrope", "llama3", "giraffe-truncate", "giraffe-power"];
+    /// <summary>The method names, from the one table (<see cref="RopeMethods"/>).</summary>
+    public static IReadOnlyList<string> Methods { get; } = RopeMethods.Names.ToArray();
 
-    public static Option<int?> Context { get; } = new("--context") { Description = "target context length (RoPE scaling: s = context / trained context)" };
-    public static Option<string?> Rope { get; } = new("--rope") { Description = "RoPE scaling METHOD[:k=v,...]; METHOD: " + string.Join(", ", Methods) };
+    public static Option<int?> Context { get; } = new("--context") { Description = "target context length: RoPE scaling uses s = context / trained context, and canonical cos/sin caches cover it" };
+    public static Option<string?> Rope { get; } = new("--rope")
+    {
+        Description = "RoPE scaling METHOD[:k=v,...]; METHOD: " + string.Join(", ", RopeMethods.All.Select(m => $"{m.Name} ({string.Join(", ", m.Parameters)})"))
+            + "; formulas and sources: lcc compile --list-passes",
+    };
     public static Option<int?> TrainedContext { get; } = new("--trained-context") { Description = "context the model was trained at (default: cos-cache length or config.json)" };
     public static Option<bool> ForceRope { get; } = new("--force-rope") { Description = "apply --rope even when --context is not larger than the trained context" };
 
@@ -38,7 +44,7 @@ internal static class RopeOptions
         }
         int colon = rope.IndexOf(':');
         string method = (colon < 0 ? rope : rope[..colon]).Trim().ToLowerInvariant();
-        if (!Methods.Contains(method)) throw new ArgumentException($"--rope {method}: unknown method; known: {string.Join(", ", Methods)}");
+        var row = RopeMethods.Get(method);
         if (context is not int c) throw new ArgumentException($"--rope {method} needs --context N (the target context length)");
         if (c <= 0) throw new ArgumentException($"--context {c}: must be positive");
         var opts = new SortedDictionary<string, string>(StringComparer.Ordinal);
@@ -52,8 +58,8 @@ internal static class RopeOptions
         opts["context"] = c.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (trainedContext is int t) opts["trained-context"] = t.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (force) opts["force"] = "true";
-        string pass = "rope-" + method;
-        Pipelines.Create(pass); // fails early on a missing registration
-        return [new PipelineStep(pass, opts)];
+        row.CheckOptions(opts.Keys);
+        Pipelines.Create(row.PassName); // fails early on a missing registration
+        return [new PipelineStep(row.PassName, opts)];
     }
 }

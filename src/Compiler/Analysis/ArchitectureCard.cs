@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using System.Text.RegularExpressions;
+using LongCtx.Compiler.Analysis.Rope;
+using LongCtx.Compiler.Config;
 using LongCtx.Compiler.IR;
+using LongCtx.Contract;
 
 namespace LongCtx.Compiler.Analysis;
 
@@ -34,15 +36,12 @@ public sealed partial record ArchitectureCard(
     public long DecodeWeightBytes => ParameterBytes - EmbeddingBytes;
     public long MatmulParameters => Parameters - EmbeddingParameters;
 
-    [GeneratedRegex(@"^(?:past_key_values\.(\d+)\.key|past_key_(\d+)|past\.(\d+)\.key|key_cache\.(\d+))$")]
-    private static partial Regex PastKeyName();
-
     /// <summary>
     /// Derives a card from the I/O contract and constants only (no attention matching): layers = number of past-key
     /// inputs; kv heads and head_dim from the past-key shape [B, kvH, P, D] (or kvH*D from a 3-D [B, S, kvH*D] static
     /// cache); vocab from the last dim of <c>logits</c>; parameters from initializers; hidden from the embedding table
-    /// gathered by <c>input_ids</c>; RoPE theta and rotary dim from an inv_freq constant (theta = inv_freq[1]^(-R/2),
-    /// since inv_freq[i] = theta^(-2i/R)) or a cos cache (inv_freq[1] = acos(cos[1,1])). Heads, hidden, theta and the
+    /// gathered by <c>input_ids</c>; RoPE theta and rotary dim from an inv_freq constant or a cos/sin cache, as
+    /// <see cref="RopeAnalysis"/> recovers them. Heads, hidden, theta and the
     /// trained context fall back to a HF-style <c>config.json</c> next to the model when present. Returns null with
     /// <paramref name="whyNot"/> when the model has no KV-cache inputs.
     /// </summary>
@@ -51,10 +50,10 @@ public sealed partial record ArchitectureCard(
         var g = m.Graph;
         var sources = new List<string>();
         var pastKeys = g.Inputs.Where(v => !v.IsInitializer)
-            .Select(v => (v, match: PastKeyName().Match(v.Name))).Where(t => t.match.Success).Select(t => t.v).ToList();
+            .Where(v => KvNames.Parse(v.Name, KvRole.Past) is { Part: KvPart.Key }).ToList();
         if (pastKeys.Count == 0)
         {
-            whyNot = $"{m.DisplayName}: no KV-cache inputs (past_key_values.N.key, past_key_N, key_cache.N), so it is not a decoder with a cache; architecture card and cost model skipped";
+            whyNot = $"{m.DisplayName}: no KV-cache inputs ({KvNames.Describe(KvRole.Past)}), so it is not a decoder with a cache; architecture card and cost model skipped";
             return null;
         }
         var pk = pastKeys[0];
@@ -88,14 +87,14 @@ public sealed partial record ArchitectureCard(
         if (ropeSource is not null) sources.Add(ropeSource);
 
         int? heads = null, trained = null;
-        var cfg = ReadConfig(m.SourcePath);
+        var cfg = ModelConfig.Beside(m.SourcePath);
         if (cfg is not null)
         {
-            heads = Int(cfg.Value, "num_attention_heads", "n_heads", "n_head");
+            heads = cfg.NumAttentionHeads;
             if (heads is not null) sources.Add("heads: config.json");
-            if (hidden is null && Int(cfg.Value, "hidden_size", "d_model", "n_embd") is int hs) { hidden = hs; sources.Add("hidden: config.json"); }
-            if (theta is null && Double(cfg.Value, "rope_theta") is double th) { theta = th; sources.Add("rope_theta: config.json"); }
-            trained = Int(cfg.Value, "trained_max_position", "original_max_position_embeddings", "max_position_embeddings");
+            if (hidden is null && cfg.HiddenSize is int hs) { hidden = hs; sources.Add("hidden: config.json"); }
+            if (theta is null && cfg.RopeTheta is double th) { theta = th; sources.Add("rope_theta: config.json"); }
+            trained = cfg.TrainedContext;
             if (trained is not null) sources.Add("trained_context: config.json");
         }
 
@@ -113,7 +112,7 @@ public sealed partial record ArchitectureCard(
     }
 
     /// <summary>Model metadata key written by canonicalize-attention when it replaces a model's RoPE tables by longer ones.</summary>
-    public const string OriginalMaxPositionsKey = "longctx.original_max_positions";
+    public const string OriginalMaxPositionsKey = MetadataKeys.OriginalMaxPositions;
 
     private sealed record WeightFacts(int? Vocab, long Parameters, long Bytes, string Dtype, int? Hidden, long EmbParams, long EmbBytes);
 
@@ -179,16 +178,16 @@ public sealed partial record ArchitectureCard(
         int? rotary = rope.Present ? rope.RotaryDim : null;
         int? trained = null;
         if (rope.Present) sources.Add($"rope: attention discovery ({rope.Source})");
-        var cfg = ReadConfig(m.SourcePath);
+        var cfg = ModelConfig.Beside(m.SourcePath);
         var recorded = m.MetadataProps.FirstOrDefault(kv => kv.Key == OriginalMaxPositionsKey).Value;
-        if (cfg is not null && Int(cfg.Value, "trained_max_position", "original_max_position_embeddings", "max_position_embeddings") is int tc) { trained = tc; sources.Add("trained_context: config.json"); }
+        if (cfg?.TrainedContext is int tc) { trained = tc; sources.Add("trained_context: config.json"); }
         else if (recorded is not null)
         {
             trained = int.TryParse(recorded, out var rmp) ? rmp : null;
             sources.Add($"trained_context: metadata {OriginalMaxPositionsKey} = {recorded} (the cos cache was lengthened by lcc)");
         }
         else if (rope.OriginalMaxPositions is int mp) { trained = mp; sources.Add($"trained_context: cos cache length {mp}"); }
-        if (theta is null && cfg is not null && Double(cfg.Value, "rope_theta") is double th) { theta = th; sources.Add("rope_theta: config.json"); }
+        if (theta is null && cfg?.RopeTheta is double th) { theta = th; sources.Add("rope_theta: config.json"); }
 
         var pk = m.Graph.Input(first.PastKey!);
         int? staticLen = first.KvLayout == "BHSD"
@@ -209,7 +208,10 @@ public sealed partial record ArchitectureCard(
 
     private static bool IsFloat(ElementType t) => t is ElementType.Float or ElementType.Float16 or ElementType.BFloat16 or ElementType.Double;
 
-    /// <summary>Looks for an inv_freq constant (geometric, starting at 1) or a cos cache initializer.</summary>
+    /// <summary>
+    /// Looks for an inv_freq constant (plain RoPE frequencies, starting at 1) or a cos cache initializer (with its sin
+    /// twin when named alike); theta and the rotary dim as <see cref="RopeAnalysis"/> recovers them.
+    /// </summary>
     private static (double? Theta, int? Rotary, int? CosLen, string? Source) FindRope(Model m)
     {
         var candidates = m.Graph.Initializers.Select(v => (v.Name, T: v.Const!))
@@ -220,79 +222,23 @@ public sealed partial record ArchitectureCard(
             if (!IsFloat(t.Element) || t.Dims.Length == 0) continue;
             int n = (int)t.Dims[^1];
             if (n < 2 || t.ElementCount != n || n > 4096) continue;
-            var v = t.ToFloats();
-            if (Math.Abs(v[0] - 1f) > 1e-6 || !(v[1] < 1f && v[1] > 0f)) continue;
-            bool geometric = true;
-            for (int i = 1; i < n && geometric; i++)
-                geometric = v[i] > 0 && Math.Abs(Math.Log(v[i]) - i * Math.Log(v[1])) < 1e-3 * Math.Max(1, Math.Abs(i * Math.Log(v[1])));
-            if (!geometric) continue;
-            return (RoundSignificant(Math.Pow(v[1], -n), 5), 2 * n, null, $"rope: inv_freq constant {name} [{n}]");
+            var fit = RopeAnalysis.Fit(t.ToFloats(), RopePrecision.Of(t.Element, fromCache: false));
+            if (!fit.IsPlain) continue;
+            return (fit.Theta, fit.RotaryDim, null, $"rope: inv_freq constant {name} [{n}]");
         }
         foreach (var v in m.Graph.Initializers)
         {
             var t = v.Const!;
             if (!IsFloat(t.Element) || t.Dims.Length != 2 || t.Dims[0] < 2 || t.Dims[1] < 2 || !v.Name.Contains("cos", StringComparison.OrdinalIgnoreCase)) continue;
-            int n = (int)t.Dims[1], rows = (int)t.Dims[0];
-            var cos = t.ToFloats();
             var sinInit = m.Graph.Initializers.FirstOrDefault(s => s.Name == ReplaceCos(v.Name) && s.Const is { } st && st.Dims.SequenceEqual(t.Dims));
-            double inv1;
-            if (sinInit is not null)
-            {
-                // unwrap the phase of column 1 along the positions: phase(p) = p * inv_freq[1]; fit over all rows (fp16-robust)
-                var sin = sinInit.Const!.ToFloats();
-                double phase = 0, prev = 0;
-                for (int p = 1; p < rows; p++)
-                {
-                    double a = Math.Atan2(sin[p * n + 1], cos[p * n + 1]);
-                    double step = a - prev;
-                    step -= 2 * Math.PI * Math.Round(step / (2 * Math.PI));
-                    phase += step; prev = a;
-                }
-                inv1 = phase / (rows - 1);
-            }
-            else inv1 = Math.Acos(Math.Clamp(cos[n + 1], -1f, 1f));
-            double? theta = inv1 > 0 && inv1 < 1 ? RoundSignificant(Math.Pow(inv1, -n), 4) : null;
-            return (theta, 2 * n, rows, $"rope: cos cache {v.Name} {t}" + (sinInit is null ? "" : $" + {sinInit.Name}"));
+            var rope = RopeAnalysis.FromCache(t, sinInit?.Const, CacheLayout.Half, interleaved: false);
+            return (rope.Theta, rope.RotaryDim, rope.OriginalMaxPositions, $"rope: cos cache {v.Name} {t}" + (sinInit is null ? "" : $" + {sinInit.Name}"));
         }
         return (null, null, null, null);
     }
 
     private static string ReplaceCos(string name) =>
         name.Replace("cos", "sin", StringComparison.Ordinal).Replace("Cos", "Sin", StringComparison.Ordinal).Replace("COS", "SIN", StringComparison.Ordinal);
-
-    private static double RoundSignificant(double x, int digits)
-    {
-        if (x == 0 || double.IsNaN(x) || double.IsInfinity(x)) return x;
-        double scale = Math.Pow(10, Math.Floor(Math.Log10(Math.Abs(x))) + 1 - digits);
-        return Math.Round(x / scale) * scale;
-    }
-
-    private static JsonElement? ReadConfig(string? modelPath)
-    {
-        if (modelPath is null) return null;
-        var p = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? ".", "config.json");
-        if (!File.Exists(p)) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(p));
-            return doc.RootElement.ValueKind == JsonValueKind.Object ? doc.RootElement.Clone() : null;
-        }
-        catch (JsonException) { return null; }
-    }
-
-    private static int? Int(JsonElement e, params string[] keys)
-    {
-        foreach (var k in keys)
-            if (e.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i)) return i;
-        return null;
-    }
-
-    private static double? Double(JsonElement e, params string[] keys)
-    {
-        foreach (var k in keys)
-            if (e.TryGetProperty(k, out var v) && v.ValueKind == JsonValueKind.Number) return v.GetDouble();
-        return null;
-    }
 
     public string ToText()
     {

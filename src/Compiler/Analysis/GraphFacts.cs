@@ -69,21 +69,4 @@ public static class GraphFacts
         var inputs = AncestorInputs(mask);
         return (inputs.FirstOrDefault(i => i.Name.Contains("mask", StringComparison.OrdinalIgnoreCase)) ?? inputs.FirstOrDefault())?.Name;
     }
-
-    /// <summary>Recovers the RoPE base from inv_freq[i] = theta^(-2i/d), d = 2 * inv_freq.Length (least squares on the logs).</summary>
-    public static double? ThetaFromInvFreq(float[] invFreq)
-    {
-        if (invFreq.Length < 2 || invFreq.Any(f => !(f > 0))) return null;
-        double d = 2.0 * invFreq.Length, num = 0, den = 0;
-        double l0 = Math.Log(invFreq[0]);
-        for (int i = 1; i < invFreq.Length; i++)
-        {
-            double x = 2.0 * i / d, y = -(Math.Log(invFreq[i]) - l0);
-            num += x * y;
-            den += x * x;
-        }
-        double theta = Math.Exp(num / den);
-        // Round to 6 significant digits: the constants are float32.
-        return Math.Round(theta, Math.Max(0, 5 - (int)Math.Floor(Math.Log10(theta))));
-    }
 }

@@ -1,4 +1,5 @@
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 using LongCtx.Compiler.Schemas;
@@ -41,32 +42,15 @@ public static class FusedAttentionForms
     private static Value? Weight(Value? proj) =>
         Noise.Skip(proj)?.Producer is { OpType: "MatMul" } mm && Consts.IsConst(mm.Input(1)) ? mm.Input(1) : null;
 
-    /// <summary>
-    /// inv_freq from cos/sin caches [maxPos, d/2] (or Gathers of them): row 1 holds (cos, sin)(inv_freq), so
-    /// inv_freq = atan2(sin[1], cos[1]) (atan2, not acos: small angles keep their precision).
-    /// </summary>
-    private static float[]? InvFreqFromCos(Value? cos, Value? sin)
-    {
-        var c = CosTensor(cos);
-        var s = CosTensor(sin);
-        if (c is not { Dims.Length: 2 } || c.Dims[0] < 2) return null;
-        int h = (int)c.Dims[1];
-        var cf = c.ToFloats();
-        var sf = s is { Dims.Length: 2 } && s.Dims[1] == h ? s.ToFloats() : null;
-        return Enumerable.Range(0, h).Select(i => (float)(sf is null ? Math.Acos(Math.Clamp(cf[h + i], -1f, 1f)) : Math.Atan2(sf[h + i], cf[h + i]))).ToArray();
-    }
+    /// <summary>inv_freq from cos/sin caches [maxPos, d/2] (or Gathers of them), as <see cref="RopeAnalysis.CacheFrequencies"/> reads them.</summary>
+    private static float[]? InvFreqFromCos(Value? cos, Value? sin) =>
+        CosTensor(cos) is { } c ? RopeAnalysis.CacheFrequencies(c, CosTensor(sin), CacheLayout.Half)?.Select(x => (float)x).ToArray() : null;
 
     internal static Tensor? CosTensor(Value? cos) =>
         Consts.Of(cos) ?? (Noise.Skip(cos)?.Producer is { OpType: "Gather" } g ? Consts.Of(g.Input(0)) : null);
 
-    private static RopeInfo RopeFromCache(Value? cos, Value? sin, bool interleaved, long rotaryDimAttr)
-    {
-        var t = CosTensor(cos);
-        if (t is null) return new RopeInfo(true, null, (int)rotaryDimAttr, interleaved, null, "attribute");
-        var inv = InvFreqFromCos(cos, sin);
-        int dim = rotaryDimAttr > 0 ? (int)rotaryDimAttr : (int)t.Dims[^1] * 2;
-        return new RopeInfo(true, inv is null ? null : GraphFacts.ThetaFromInvFreq(inv), dim, interleaved, (int)t.Dims[0], "cos_cache");
-    }
+    private static RopeInfo RopeFromCache(Value? cos, Value? sin, bool interleaved, long rotaryDimAttr) =>
+        RopeAnalysis.FromCache(CosTensor(cos), CosTensor(sin), CacheLayout.Half, interleaved, rotaryDimAttr);
 
     private static int? LastDim(Value? v) => v?.Type?.Shape is { Rank: > 0 } s && s[s.Rank - 1].Value is long d ? (int)d : null;
 
@@ -79,7 +63,7 @@ public static class FusedAttentionForms
         if (headDim is null && Consts.Of(Weight(GqaOp.Input(n, "query"))) is { Dims.Length: 2 } w) headDim = (int)(w.Dims[1] / (packed ? heads + 2 * kv : heads));
         if (headDim is null) return (null, Fail(n, "cannot tell head_dim (no typed past_key, no query weight)"));
         double scale = n.FloatAttr("scale", 0) is var s && s != 0 ? s : 1 / Math.Sqrt(headDim.Value);
-        var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(n.Input(7), n.Input(8), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
+        var rope = n.IntAttr("do_rotary", 0) == 1 ? RopeFromCache(OpSchemas.GroupQueryAttention.Input(n, "cos_cache"), OpSchemas.GroupQueryAttention.Input(n, "sin_cache"), n.IntAttr("rotary_interleaved", 0) == 1, 0) : RopeInfo.None;
         Value? qIn = GqaOp.Input(n, "query"), kIn = GqaOp.Input(n, "key"), positions = GqaOp.Input(n, "position_ids"), cos = GqaOp.Input(n, "cos_cache"), sin = GqaOp.Input(n, "sin_cache");
         if (!rope.Present && !packed && MsRotary.Match(qIn) is { Ok: true } qr && MsRotary.Match(kIn) is { Ok: true } kr)
         {

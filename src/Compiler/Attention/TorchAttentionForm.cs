@@ -1,4 +1,5 @@
 using LongCtx.Compiler.Analysis;
+using LongCtx.Compiler.Analysis.Rope;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Patterns;
 
@@ -217,18 +218,18 @@ public static class TorchAttentionForm
                 positions = GraphFacts.AncestorInputs(f.Bindings!["positions"]).FirstOrDefault();
                 if (f.Bindings.Has("emb_interleaved") != interleaved)
                     return (null, MatchResult.Fail($"cos table layout ({(interleaved ? "half-split" : "repeat-interleaved")}) does not match the rotation ({(interleaved ? "interleaved" : "half-split")})", cosV, 7));
-                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), (invFreq?.Length ?? 0) * 2, interleaved, null, "inv_freq");
+                rope = invFreq is null ? new RopeInfo(true, null, 0, interleaved, null, "inv_freq")
+                    : RopeAnalysis.FromInvFreq(invFreq, Consts.Of(f.Bindings!["inv_freq"])!.Element, interleaved);
             }
             else if (CosFromCache.Match(cosV, b, 7) is { Ok: true } cc)
             {
                 cosCache = cc.Bindings!["cos_cache"];
                 var t = Consts.Of(cosCache)!;
-                var rows = t.ToFloats();
-                int cols = (int)t.Dims[^1];
-                // cos(1 * inv_freq[i]) is row 1; the cache holds Concat(f, f) (or f repeated pairwise when interleaved).
-                invFreq = t.Dims[0] > 1 ? Enumerable.Range(0, cols / 2).Select(i => (float)Math.Acos(Math.Clamp(rows[cols + (interleaved ? 2 * i : i)], -1f, 1f))).ToArray() : null;
+                // the cache holds Concat(f, f) (or f repeated pairwise when interleaved); cos alone: f_i = acos(cos[1, i])
+                var layout = interleaved ? CacheLayout.RepeatInterleaved : CacheLayout.Duplicated;
+                invFreq = RopeAnalysis.CacheFrequencies(t, null, layout)?.Select(x => (float)x).ToArray();
                 positions = GraphFacts.AncestorInputs(cc.Bindings!["positions"]).FirstOrDefault();
-                rope = new RopeInfo(true, invFreq is null ? null : GraphFacts.ThetaFromInvFreq(invFreq), cols, interleaved, (int)t.Dims[0], "cos_cache");
+                rope = RopeAnalysis.FromCache(t, null, layout, interleaved);
             }
             else return (null, f with { Reason = "RoPE cos is neither Cos(positions * inv_freq) nor a gathered cos cache: " + f.Reason });
             if (b.Has("q_rot_rope"))

@@ -36,6 +36,8 @@ public sealed class PassContext
     public IReadOnlyDictionary<string, string> Options { get; }
     public Action<string> Log { get; }
     public CancellationToken Cancellation { get; }
+    /// <summary>The context length the whole pipeline compiles for (<see cref="PassManagerOptions.TargetContext"/>); null when not given.</summary>
+    public int? TargetContext { get; init; }
     /// <summary>Values a pass hands to the runtime (written to longctx.json "runtime").</summary>
     public Dictionary<string, object?> RuntimeConfig { get; } = [];
     public IReadOnlyDictionary<string, int> Counts => _counts;

@@ -14,6 +14,12 @@ public sealed record PassManagerOptions
     /// <summary>Report, per rule that matched nothing, its furthest failure (<see cref="PassReport.Explain"/>).</summary>
     public bool Explain { get; init; }
     public Action<string>? Log { get; init; }
+    /// <summary>
+    /// The context length the model is compiled for (<c>lcc compile --context N</c>), null when not given: RoPE
+    /// scaling passes scale to it and canonicalize-attention makes its cos/sin caches cover it. Every pass reads it
+    /// from <see cref="PassContext.TargetContext"/>.
+    /// </summary>
+    public int? TargetContext { get; init; }
 }
 
 public sealed record PipelineResult(IReadOnlyList<PassReport> Passes, IReadOnlyList<string> Trace, bool StoppedAtStepLimit, Dictionary<string, object?> RuntimeConfig);
@@ -32,7 +38,7 @@ public static class PassManager
         foreach (var (pass, opts) in pipeline)
         {
             ct.ThrowIfCancellationRequested();
-            var ctx = new PassContext(rewriter, opts, options.Log, ct);
+            var ctx = new PassContext(rewriter, opts, options.Log, ct) { TargetContext = options.TargetContext };
             int before = rewriter.Steps;
             var sw = Stopwatch.StartNew();
             try

@@ -34,7 +34,7 @@ public static class GreedyDriver
                 (dispatch.TryGetValue(root, out var list) ? list : dispatch[root] = []).Add(rule);
 
         var g = model.Graph;
-        var rctx = new RuleContext(model, ctx.Options);
+        var rctx = new RuleContext(model, ctx.Options) { TargetContext = ctx.TargetContext };
         var original = new Dictionary<Node, int>();
         for (int i = 0; i < g.NodeList.Count; i++) original[g.NodeList[i]] = i;
         var tracking = new TrackingRewriter(ctx.Rewriter);

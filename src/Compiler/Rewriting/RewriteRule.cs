@@ -29,6 +29,9 @@ public readonly record struct Checked<TMatch>(TMatch? Match, RuleFailure? Failur
 /// <summary>Read-only inputs of a rule's Check: the model and the pass options.</summary>
 public sealed record RuleContext(Model Model, IReadOnlyDictionary<string, string> Options)
 {
+    /// <summary>The pipeline's target context (<see cref="Passes.PassContext.TargetContext"/>); null when not given.</summary>
+    public int? TargetContext { get; init; }
+
     public string Option(string name, string dflt) => Options.TryGetValue(name, out var v) ? v : dflt;
 }
 

@@ -52,7 +52,7 @@ public sealed record OpSchema(string Domain, string OpType, int SinceVersion, IR
 /// One table of the ONNX Runtime operators LongCtx emits or reads (STYLE principle 8), and our own longctx ops.
 /// Sources: onnxruntime docs/ContribOperators.md (com.microsoft ops, ORT 1.31), onnx docs/Operators.md (Attention and
 /// RotaryEmbedding, opset 23; Attention's nonpad_kv_seqlen since 24), custom-ops (longctx ops).
-/// Kept here until the shared contract assembly (src/Contract) lands, so that the runtime can reference it too.
+/// It lives in the compiler (it reads IR nodes); the runtime references the compiler and uses the same table.
 /// </summary>
 public static class OpSchemas
 {
