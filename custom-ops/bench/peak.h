@@ -12,4 +12,7 @@ double FmaLoopScalar(int64_t iters, float a, float b, float* sink);
 double FmaLoopAvx2(int64_t iters, float a, float b, float* sink);
 double FmaLoopAvx512(int64_t iters, float a, float b, float* sink);
 
+// bench_long_attention.cc: the multi-threaded LongAttention prefill / decode table (--long-attention).
+int LongAttentionBench(int argc, char** argv);
+
 }  // namespace longctx::bench

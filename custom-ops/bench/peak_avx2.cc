@@ -10,6 +10,7 @@ double FmaLoopAvx2(int64_t iters, float a, float b, float* sink) {
   __m256 acc[10];
   for (int k = 0; k < 10; ++k) acc[k] = _mm256_set1_ps(static_cast<float>(k));
   for (int64_t i = 0; i < iters; ++i) {
+    #pragma GCC unroll 16
     for (int k = 0; k < 10; ++k) acc[k] = _mm256_fmadd_ps(acc[k], va, vb);
   }
   __m256 s = acc[0];

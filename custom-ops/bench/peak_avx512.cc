@@ -10,6 +10,7 @@ double FmaLoopAvx512(int64_t iters, float a, float b, float* sink) {
   __m512 acc[12];
   for (int k = 0; k < 12; ++k) acc[k] = _mm512_set1_ps(static_cast<float>(k));
   for (int64_t i = 0; i < iters; ++i) {
+    #pragma GCC unroll 16
     for (int k = 0; k < 12; ++k) acc[k] = _mm512_fmadd_ps(acc[k], va, vb);
   }
   __m512 s = acc[0];

@@ -12,6 +12,7 @@ double FmaLoopScalar(int64_t iters, float a, float b, float* sink) {
   __m128 acc[12];
   for (int k = 0; k < 12; ++k) acc[k] = _mm_set1_ps(static_cast<float>(k));
   for (int64_t i = 0; i < iters; ++i) {
+    #pragma GCC unroll 16
     for (int k = 0; k < 12; ++k) acc[k] = _mm_add_ps(_mm_mul_ps(acc[k], va), vb);
   }
   __m128 s = acc[0];

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "long_attention_op.h"
 #include "longctx/cpu.h"
 #include "ort_helpers.h"
 
@@ -27,14 +28,27 @@ using OpFactory = Ort::Custom::OrtLiteCustomOp* (*)();
 constexpr OpFactory kOpFactories[] = {LONGCTX_OPS(LONGCTX_OP_ENTRY)};
 #undef LONGCTX_OP_ENTRY
 
+// Ops written on Ort::CustomOpBase rather than the lite API (they need type-generic inputs and the
+// raw kernel context): one registration per element type under the same name.
+struct TypedOpDeleter {
+  void operator()(OrtCustomOp* op) const { DestroyLongAttentionOp(op); }
+};
+constexpr ONNXTensorElementDataType kLongAttentionTypes[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16};
+
 // Domain and ops live for the whole process: sessions keep raw pointers.
 struct Registry {
   std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>> ops;
+  std::vector<std::unique_ptr<OrtCustomOp, TypedOpDeleter>> typed_ops;
   Ort::CustomOpDomain domain{"longctx"};
   Registry() {
     for (OpFactory create : kOpFactories) {
       ops.emplace_back(create());
       domain.Add(ops.back().get());
+    }
+    for (ONNXTensorElementDataType type : kLongAttentionTypes) {
+      typed_ops.emplace_back(CreateLongAttentionOp(type));
+      domain.Add(typed_ops.back().get());
     }
   }
 };

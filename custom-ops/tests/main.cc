@@ -33,6 +33,7 @@ constexpr Test kOnce[] = {
 
 constexpr Test kPerIsa[] = {
     {"kvquant", &longctx::test::KvQuantTests},
+    {"long_attention", &longctx::test::LongAttentionTests},
 };
 
 struct Totals {

@@ -62,7 +62,6 @@ public static class OpSchemas
     private static SlotSpec[] Slots(params string[] names) => names.Select(n => new SlotSpec(n)).ToArray();
     private static AttrSpec Int(string name, long? dflt = null) => new(name, AttrKind.Int, dflt);
     private static AttrSpec Float(string name, float? dflt = null) => new(name, AttrKind.Float, dflt);
-    private static AttrSpec Str(string name, string? dflt = null) => new(name, AttrKind.String, dflt);
 
     /// <summary>Inputs shared by GroupQueryAttention and our attention ops (the same I/O contract).</summary>
     private static readonly SlotSpec[] GqaInputs =
@@ -131,15 +130,16 @@ public static class OpSchemas
         "custom-ops ReferenceAttention op");
 
     /// <summary>
-    /// longctx.LongAttention: the long-context attention kernel (issue 9; same I/O contract as ReferenceAttention) with
-    /// its pattern attributes: dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context); isa is a
-    /// test override (auto | scalar | avx2 | avx512). lower-attention emits it.
+    /// longctx.LongAttention (custom-ops/ort/long_attention_op.h): the long-context attention kernel, GQA's inputs and
+    /// outputs plus lse; patterns dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context).
+    /// GQA's local_window_size / softcap / smooth_softmax are not attributes of it (the op rejects them).
     /// </summary>
-    public static readonly OpSchema LongAttention = ReferenceAttention with
-    {
-        OpType = "LongAttention", Source = "custom-ops",
-        Attributes = [.. GqaAttributes, Str("pattern", "dense"), Int("sink", 0), Int("window", 0), Int("chunk_size", 0), Int("local_size", 0), Int("trained_context", 0), Str("isa", "auto")],
-    };
+    public static readonly OpSchema LongAttention = new(LongCtxDomain, "LongAttention", 1,
+        GqaInputs, [new("output", Optional: false), new("present_key", Optional: false), new("present_value", Optional: false), new("lse")],
+        [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("do_rotary", 0), Int("rotary_interleaved", 0),
+         new("pattern", AttrKind.String, "dense"), Int("sink", 0), Int("window"), Int("chunk_size"), Int("local_size"), Int("trained_context", 0),
+         new("isa", AttrKind.String, "auto")],
+        "custom-ops LongAttention op");
 
     public static IReadOnlyList<OpSchema> All { get; } =
         [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];

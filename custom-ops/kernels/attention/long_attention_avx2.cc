@@ -1,0 +1,68 @@
+// LongAttention tile loop, AVX2 + FMA + F16C path (compiled with -mavx2 -mfma -mf16c):
+// 8-wide ymm vectors, 6 x 16 register blocks (12 accumulators).
+#include <immintrin.h>
+
+#include "la_exp_simd.h"
+#include "la_transpose_avx2.h"
+#include "la_tile_loop.h"
+
+namespace longctx::la {
+namespace {
+
+struct Avx2Traits {
+  using V = __m256;
+  static constexpr int W = 8, MR = 6, NV = 2;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static float hmax(V a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+  }
+  static float hsum(V a) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+  }
+  static V exp(V x0) {
+    using namespace cephes;
+    const V keep = _mm256_cmp_ps(x0, _mm256_set1_ps(kLo), _CMP_GE_OQ);
+    V x = _mm256_min_ps(_mm256_max_ps(x0, _mm256_set1_ps(kLo)), _mm256_set1_ps(kHi));
+    V fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC1), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC2), x);
+    V y = _mm256_set1_ps(kP0);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP1));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP2));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP3));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP4));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP5));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+  }
+  static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
+    PackTransposedAvx(src, lds, rows, D, kt, ldt);
+  }
+  static void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    for (; i < n; ++i) dst[i] = HalfToFloat(src[i]);
+  }
+};
+
+}  // namespace
+
+const Table kAvx2 = {&TileLoop<Avx2Traits>::RunChunk};
+
+}  // namespace longctx::la
