@@ -6,6 +6,7 @@
 //   for each key span of the pattern, for each tile of kBlockK keys (skipped when the pattern says Empty):
 //     Kt   = rotate?(K tile) transposed to [D][kBlockK]           (pack: fp16 -> fp32, 8x8 transposes)
 //     S    = Q_variant Kt                                          (register-blocked MR x NV*W micro-kernel)
+//            (M <= 8 rows, e.g. decode: S = Q K^T from the K rows directly, no pack; QkDirect)
 //     mask on Partial tiles only; online softmax (Dao et al. 2022, Alg. 1):
 //       m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m-m') + sum P; O = O e^(m-m')
 //     O   += P V                                                   (register-blocked micro-kernel)
@@ -41,6 +42,7 @@ struct TileLoop {
   static constexpr int W = VT::W, MR = VT::MR, NV = VT::NV, CB = NV * W;
   static constexpr int64_t BK = kBlockK;
   static_assert(BK % CB == 0, "kBlockK must be a multiple of NV*W");
+  static constexpr int64_t kDirectRows = 8;  // at most this many rows (G * query rows): QkDirect, no K pack
 
   struct Bufs {
     float *q, *o, *m, *l, *s, *kt, *kr, *vs, *row, *cs, *sn;
@@ -82,6 +84,51 @@ struct TileLoop {
       QkBlock<R>(q, D, kt, s, ncb);
     } else if constexpr (R > 1) {
       QkRows<R - 1>(rows, q, D, kt, s, ncb);
+    }
+  }
+
+  // Few query rows (decode: M = G): S[r][j] = q_r . k_j straight from the row-major K tile, without
+  // the transposed pack (whose shuffles cost as much as the dot products when only G rows reuse it).
+  // 4 keys x 2 rows per step (8 accumulators over D), each 4-key block reduced with VT::hsum4.
+  static void QkDirect(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s) {
+    int64_t j = 0;
+    for (; j + 4 <= bk; j += 4) {
+      const float* kj = k + j * D;
+      int64_t r = 0;
+      for (; r + 2 <= M; r += 2) {
+        const float* q0 = q + r * D;
+        const float* q1 = q0 + D;
+        V a0[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        V a1[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        for (int64_t d = 0; d < D; d += W) {
+          const V x0 = VT::load(q0 + d), x1 = VT::load(q1 + d);
+          #pragma GCC unroll 4
+          for (int n = 0; n < 4; ++n) {
+            const V kv = VT::load(kj + n * D + d);
+            a0[n] = VT::fma(x0, kv, a0[n]);
+            a1[n] = VT::fma(x1, kv, a1[n]);
+          }
+        }
+        VT::hsum4(a0, s + r * BK + j);
+        VT::hsum4(a1, s + (r + 1) * BK + j);
+      }
+      for (; r < M; ++r) {
+        const float* q0 = q + r * D;
+        V a0[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        for (int64_t d = 0; d < D; d += W) {
+          const V x0 = VT::load(q0 + d);
+          #pragma GCC unroll 4
+          for (int n = 0; n < 4; ++n) a0[n] = VT::fma(x0, VT::load(kj + n * D + d), a0[n]);
+        }
+        VT::hsum4(a0, s + r * BK + j);
+      }
+    }
+    for (; j < bk; ++j) {
+      for (int64_t r = 0; r < M; ++r) {
+        V a = VT::zero();
+        for (int64_t d = 0; d < D; d += W) a = VT::fma(VT::load(q + r * D + d), VT::load(k + j * D + d), a);
+        s[r * BK + j] = VT::hsum(a);
+      }
     }
   }
 
@@ -190,6 +237,7 @@ struct TileLoop {
     const T* kbase = static_cast<const T*>(p.present_key) + (it.b * Hkv + it.kvh) * Tp * D;
     const T* vbase = static_cast<const T*>(p.present_value) + (it.b * Hkv + it.kvh) * Tp * D;
     const bool rotate_keys = rotary && !pat.keys_prerotated();
+    const bool direct = M <= kDirectRows;
 
     Span spans[3];
     const int ns = pat.spans(q0, q1, spans);
@@ -220,9 +268,11 @@ struct TileLoop {
           }
           ksrc = bf.kr;
         }
-        VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
+        if (!direct) {
+          VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
+          for (int64_t d = 0; d < D; ++d)
+            for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
+        }
 
         // V tile
         const float* vp;
@@ -234,9 +284,13 @@ struct TileLoop {
         }
 
         // S = Q Kt
-        for (int64_t r0 = 0; r0 < M; r0 += MR) {
-          const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-          QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
+        if (direct) {
+          QkDirect(qv, M, D, ksrc, bk, bf.s);
+        } else {
+          for (int64_t r0 = 0; r0 < M; r0 += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+            QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
+          }
         }
 
         // mask + online softmax
