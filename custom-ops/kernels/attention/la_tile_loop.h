@@ -158,13 +158,17 @@ struct TileLoop {
   }
 
   template <int R>
-  static void PvRows(int rows, const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D) {
+  // Columns [d0, d0 + CB) when full, else [d0, d0 + W).
+  static void PvRows(int rows, const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0,
+                     bool full) {
     if (rows == R) {
-      int64_t d0 = 0;
-      for (; d0 + CB <= D; d0 += CB) PvBlock<R, NV>(p, v, ldv, bk, o, D, d0);
-      for (; d0 < D; d0 += W) PvBlock<R, 1>(p, v, ldv, bk, o, D, d0);
+      if (full) {
+        PvBlock<R, NV>(p, v, ldv, bk, o, D, d0);
+      } else {
+        PvBlock<R, 1>(p, v, ldv, bk, o, D, d0);
+      }
     } else if constexpr (R > 1) {
-      PvRows<R - 1>(rows, p, v, ldv, bk, o, D);
+      PvRows<R - 1>(rows, p, v, ldv, bk, o, D, d0, full);
     }
   }
 
@@ -287,6 +291,8 @@ struct TileLoop {
         if (direct) {
           QkDirect(qv, M, D, ksrc, bk, bf.s);
         } else {
+          // Column block outer: its D x CB slice of Kt stays in L1 for all row blocks (the whole Kt,
+          // D x kBlockK, is as large as L1 at D = 128).
           for (int64_t r0 = 0; r0 < M; r0 += MR) {
             const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
             QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
@@ -329,9 +335,14 @@ struct TileLoop {
         }
 
         // O += P V
-        for (int64_t r0 = 0; r0 < M; r0 += MR) {
-          const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-          PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D);
+        // Column block outer: its bk x CB slice of V stays in L1 for all row blocks.
+        for (int64_t d0 = 0; d0 < D;) {
+          const bool full = d0 + CB <= D;
+          for (int64_t r0 = 0; r0 < M; r0 += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+            PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D, d0, full);
+          }
+          d0 += full ? CB : W;
         }
       }
     }
