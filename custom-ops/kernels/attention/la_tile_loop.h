@@ -302,11 +302,7 @@ struct TileLoop {
         // mask + online softmax
         for (int64_t row = 0; row < M; ++row) {
           float* s = bf.s + row * BK;
-          if (kind == TileKind::Partial) {
-            const int64_t q = q0 + row % nrows;
-            for (int64_t j = 0; j < bk; ++j)
-              if (!pat.allowed(q, kt + j)) s[j] = -INFINITY;
-          }
+          if (kind == TileKind::Partial) pat.mask_row(q0 + row % nrows, kt, bk, s);
           for (int64_t j = bk; j < cols; ++j) s[j] = -INFINITY;
           V vmax = VT::set1(-INFINITY);
           for (int64_t j = 0; j < cols; j += W) vmax = VT::max(vmax, VT::load(s + j));
