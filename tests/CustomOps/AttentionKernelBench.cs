@@ -163,6 +163,9 @@ public class AttentionKernelBench
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "longctx", Version = 1 });
         using var options = new SessionOptions();
+        // Each contestant has its own session and intra-op pool; spinning workers of the one that just ran
+        // would steal the cores of the next, so no pool spins (same rule for all contestants).
+        options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         options.RegisterCustomOpLibrary(lib);
         return new InferenceSession(model.ToByteArray(), options);
     }
