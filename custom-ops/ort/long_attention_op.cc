@@ -2,7 +2,10 @@
 // ORT's intra-op thread pool (KernelContext_ParallelFor) as the kernel's executor.
 #include "long_attention_op.h"
 
+#include <algorithm>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -132,8 +135,35 @@ struct OrtExecutor {
   }
 };
 
+// Threads the kernel sizes its work split for: the session config entry kThreadsEntry (set by the
+// runtime to the session's intra-op thread count, so the split matches ORT's pool), else the hardware
+// concurrency. A present but malformed entry is an error, not a silent fallback.
+constexpr const char* kThreadsEntry = "longctx.intra_op_threads";
+
+int ReadThreads(const OrtKernelInfo* info) {
+  const int fallback = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  OrtKeyValuePairs* kvp = nullptr;
+  Ort::ThrowOnError(Ort::GetApi().KernelInfo_GetConfigEntries(info, &kvp));
+  const char* raw = kvp != nullptr ? Ort::GetApi().GetKeyValue(kvp, kThreadsEntry) : nullptr;
+  const std::string value = raw != nullptr ? raw : "";
+  if (kvp != nullptr) Ort::GetApi().ReleaseKeyValuePairs(kvp);
+  if (raw == nullptr || value.empty()) return fallback;
+  size_t used = 0;
+  long n = 0;
+  try {
+    n = std::stol(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || n < 0 || n > 4096)
+    Fail(std::string("session config entry ") + kThreadsEntry + " = '" + value +
+         "' is not a thread count: set an integer 0..4096 (0 = hardware concurrency)");
+  return n == 0 ? fallback : static_cast<int>(n);
+}
+
 struct LongAttentionKernel {
-  LongAttentionKernel(const OrtKernelInfo* info, ONNXTensorElementDataType type) : config(ReadConfig(info)), type(type) {}
+  LongAttentionKernel(const OrtKernelInfo* info, ONNXTensorElementDataType type)
+      : config(ReadConfig(info)), threads(ReadThreads(info)), type(type) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* raw) noexcept {
     try {
@@ -237,7 +267,7 @@ struct LongAttentionKernel {
     OrtExecutor executor{raw};
     p.parallel_for = &OrtExecutor::ParallelFor;
     p.executor = &executor;
-    p.num_threads_hint = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    p.num_threads_hint = threads;
     char err[512] = {0};
     const longctx_status st = longctx_long_attention(&p, err, sizeof err);
     if (st != LONGCTX_OK)
@@ -246,6 +276,7 @@ struct LongAttentionKernel {
   }
 
   Config config;
+  int threads;
   ONNXTensorElementDataType type;
 };
 

@@ -74,6 +74,9 @@ internal static class SessionFactory
         _ => "auto",
     };
 
+    /// <summary>Session config entry read by longctx.LongAttention (custom-ops/ort/long_attention_op.cc).</summary>
+    public const string IntraOpThreadsConfigKey = "longctx.intra_op_threads";
+
     private static SessionOptions NewOptions(RuntimeOptions o, string? customOpLibrary, string modelName)
     {
         var so = new SessionOptions
@@ -83,6 +86,10 @@ internal static class SessionFactory
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, // failures come back as exceptions
         };
+        // longctx.LongAttention sizes its work split from this entry (ORT's intra-op pool size);
+        // absent (0 = ORT's default pool), the op falls back to the hardware concurrency.
+        if (o.IntraOpThreads > 0)
+            so.AddSessionConfigEntry(IntraOpThreadsConfigKey, o.IntraOpThreads.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (customOpLibrary is not null)
         {
             try { so.RegisterCustomOpLibrary(customOpLibrary); }

@@ -123,6 +123,36 @@ public class LongAttentionTests
             Assert.That(kvLaK.Skip((h * capacity + valid) * d).Take((capacity - valid) * d), Is.All.EqualTo(0f));
     }
 
+    // ---------------------------------------------------------------- thread count from the session
+
+    // The op sizes its work split from the session config entry longctx.intra_op_threads (set by the
+    // runtime's SessionFactory). A decode over 600 keys is split 1 way for 1 thread and 3 ways for 7,
+    // so the log-sum-exp merge runs or not; both must match GQA.
+    [TestCase(1, TestName = "IntraOpThreadsEntry_1_DecodeMatchesGqa")]
+    [TestCase(7, TestName = "IntraOpThreadsEntry_7_DecodeMatchesGqa")]
+    public void IntraOpThreadsEntry_DecodeMatchesGqa(int threads)
+    {
+        var c = new Shapes(1, 4, 2, 32, 600, 1);
+        var inputs = RandomInputs(new Random(40 + threads), c, rotary: true);
+        var attrs = new List<AttributeProto> { IntAttr("num_heads", 4), IntAttr("kv_num_heads", 2), IntAttr("do_rotary", 1) };
+        var config = new Dictionary<string, string> { ["longctx.intra_op_threads"] = threads.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        var gqa = Run(Gqa(attrs, c, true), inputs);
+        var la = Run(LongAttention(attrs, c, true, "dense"), inputs, config: config, intraOpThreads: Math.Min(threads, 2));
+        Assert.That(MaxAbsDiff(la["output"], gqa["output"]), Is.LessThanOrEqualTo(Tolerance));
+    }
+
+    [TestCase("two")]
+    [TestCase("-1")]
+    public void IntraOpThreadsEntry_Malformed_IsNamed(string value)
+    {
+        var c = new Shapes(1, 2, 2, 32, 0, 3);
+        var attrs = new List<AttributeProto> { IntAttr("num_heads", 2), IntAttr("kv_num_heads", 2) };
+        var config = new Dictionary<string, string> { ["longctx.intra_op_threads"] = value };
+        var ex = Assert.Catch<OnnxRuntimeException>(() => Run(LongAttention(attrs, c, false, "dense"), RandomInputs(new Random(1), c, false), config: config));
+        TestContext.Out.WriteLine(ex!.Message);
+        Assert.That(ex.Message, Does.Contain("longctx.intra_op_threads").And.Contain($"'{value}'"));
+    }
+
     // ---------------------------------------------------------------- float16
 
     [TestCase(0, 7, TestName = "Float16_Prefill_MatchesFloat32Gqa")]
@@ -438,10 +468,11 @@ public class LongAttentionTests
         return model;
     }
 
-    private static InferenceSession Session(ModelProto model)
+    private static InferenceSession Session(ModelProto model, IReadOnlyDictionary<string, string>? config = null, int intraOpThreads = 0)
     {
-        using var options = new SessionOptions();
+        using var options = new SessionOptions { IntraOpNumThreads = intraOpThreads };
         options.RegisterCustomOpLibrary(LibPath);
+        foreach (var (key, value) in config ?? new Dictionary<string, string>()) options.AddSessionConfigEntry(key, value);
         return new InferenceSession(model.ToByteArray(), options);
     }
 
@@ -449,9 +480,10 @@ public class LongAttentionTests
         half ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (Float16)x).ToArray(), shape)
              : OrtValue.CreateTensorValueFromMemory(data, shape);
 
-    private static Dictionary<string, float[]> Run(ModelProto model, Dictionary<string, (float[]? data, int[]? ints, long[] shape)> inputs, bool half = false)
+    private static Dictionary<string, float[]> Run(ModelProto model, Dictionary<string, (float[]? data, int[]? ints, long[] shape)> inputs, bool half = false,
+        IReadOnlyDictionary<string, string>? config = null, int intraOpThreads = 0)
     {
-        using var session = Session(model);
+        using var session = Session(model, config, intraOpThreads);
         var feeds = new Dictionary<string, OrtValue>();
         try
         {

@@ -45,6 +45,9 @@ class Pattern {
   // For a tile of rows [q0, q1) and keys [k0, k1) inside one span.
   virtual TileKind classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const = 0;
   virtual bool allowed(int64_t q, int64_t k) const = 0;   // element mask, only asked on Partial tiles
+  // s[j] = -inf for j < n where !allowed(q, k0 + j): one call per row of a Partial tile. The default
+  // (long_attention.cc) asks allowed() per key; a pattern with a closed form overrides it.
+  virtual void mask_row(int64_t q, int64_t k0, int64_t n, float* s) const;
   virtual double scale_factor() const { return 1.0; }     // multiplies the softmax scale
 };
 

@@ -24,6 +24,9 @@ class Dense final : public Pattern {
     return TileKind::Partial;
   }
   bool allowed(int64_t q, int64_t k) const override { return k <= q; }
+  void mask_row(int64_t q, int64_t k0, int64_t n, float* s) const override {
+    for (int64_t j = std::max<int64_t>(0, q - k0 + 1); j < n; ++j) s[j] = -INFINITY;  // k0 + j > q
+  }
 };
 
 }  // namespace

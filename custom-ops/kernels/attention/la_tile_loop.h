@@ -6,6 +6,7 @@
 //   for each key span of the pattern, for each tile of kBlockK keys (skipped when the pattern says Empty):
 //     Kt   = rotate?(K tile) transposed to [D][kBlockK]           (pack: fp16 -> fp32, 8x8 transposes)
 //     S    = Q_variant Kt                                          (register-blocked MR x NV*W micro-kernel)
+//            (M <= 8 rows, e.g. decode: S = Q K^T from the K rows directly, no pack; QkDirect)
 //     mask on Partial tiles only; online softmax (Dao et al. 2022, Alg. 1):
 //       m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m-m') + sum P; O = O e^(m-m')
 //     O   += P V                                                   (register-blocked micro-kernel)
@@ -41,6 +42,7 @@ struct TileLoop {
   static constexpr int W = VT::W, MR = VT::MR, NV = VT::NV, CB = NV * W;
   static constexpr int64_t BK = kBlockK;
   static_assert(BK % CB == 0, "kBlockK must be a multiple of NV*W");
+  static constexpr int64_t kDirectRows = 8;  // at most this many rows (G * query rows): QkDirect, no K pack
 
   struct Bufs {
     float *q, *o, *m, *l, *s, *kt, *kr, *vs, *row, *cs, *sn;
@@ -85,6 +87,51 @@ struct TileLoop {
     }
   }
 
+  // Few query rows (decode: M = G): S[r][j] = q_r . k_j straight from the row-major K tile, without
+  // the transposed pack (whose shuffles cost as much as the dot products when only G rows reuse it).
+  // 4 keys x 2 rows per step (8 accumulators over D), each 4-key block reduced with VT::hsum4.
+  static void QkDirect(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s) {
+    int64_t j = 0;
+    for (; j + 4 <= bk; j += 4) {
+      const float* kj = k + j * D;
+      int64_t r = 0;
+      for (; r + 2 <= M; r += 2) {
+        const float* q0 = q + r * D;
+        const float* q1 = q0 + D;
+        V a0[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        V a1[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        for (int64_t d = 0; d < D; d += W) {
+          const V x0 = VT::load(q0 + d), x1 = VT::load(q1 + d);
+          #pragma GCC unroll 4
+          for (int n = 0; n < 4; ++n) {
+            const V kv = VT::load(kj + n * D + d);
+            a0[n] = VT::fma(x0, kv, a0[n]);
+            a1[n] = VT::fma(x1, kv, a1[n]);
+          }
+        }
+        VT::hsum4(a0, s + r * BK + j);
+        VT::hsum4(a1, s + (r + 1) * BK + j);
+      }
+      for (; r < M; ++r) {
+        const float* q0 = q + r * D;
+        V a0[4] = {VT::zero(), VT::zero(), VT::zero(), VT::zero()};
+        for (int64_t d = 0; d < D; d += W) {
+          const V x0 = VT::load(q0 + d);
+          #pragma GCC unroll 4
+          for (int n = 0; n < 4; ++n) a0[n] = VT::fma(x0, VT::load(kj + n * D + d), a0[n]);
+        }
+        VT::hsum4(a0, s + r * BK + j);
+      }
+    }
+    for (; j < bk; ++j) {
+      for (int64_t r = 0; r < M; ++r) {
+        V a = VT::zero();
+        for (int64_t d = 0; d < D; d += W) a = VT::fma(VT::load(q + r * D + d), VT::load(k + j * D + d), a);
+        s[r * BK + j] = VT::hsum(a);
+      }
+    }
+  }
+
   // O[r][d0 .. d0+N*W) += sum_j P[r][j] V[j][d0 ..]
   template <int R, int N>
   static void PvBlock(const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0) {
@@ -111,13 +158,17 @@ struct TileLoop {
   }
 
   template <int R>
-  static void PvRows(int rows, const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D) {
+  // Columns [d0, d0 + CB) when full, else [d0, d0 + W).
+  static void PvRows(int rows, const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0,
+                     bool full) {
     if (rows == R) {
-      int64_t d0 = 0;
-      for (; d0 + CB <= D; d0 += CB) PvBlock<R, NV>(p, v, ldv, bk, o, D, d0);
-      for (; d0 < D; d0 += W) PvBlock<R, 1>(p, v, ldv, bk, o, D, d0);
+      if (full) {
+        PvBlock<R, NV>(p, v, ldv, bk, o, D, d0);
+      } else {
+        PvBlock<R, 1>(p, v, ldv, bk, o, D, d0);
+      }
     } else if constexpr (R > 1) {
-      PvRows<R - 1>(rows, p, v, ldv, bk, o, D);
+      PvRows<R - 1>(rows, p, v, ldv, bk, o, D, d0, full);
     }
   }
 
@@ -190,6 +241,7 @@ struct TileLoop {
     const T* kbase = static_cast<const T*>(p.present_key) + (it.b * Hkv + it.kvh) * Tp * D;
     const T* vbase = static_cast<const T*>(p.present_value) + (it.b * Hkv + it.kvh) * Tp * D;
     const bool rotate_keys = rotary && !pat.keys_prerotated();
+    const bool direct = M <= kDirectRows;
 
     Span spans[3];
     const int ns = pat.spans(q0, q1, spans);
@@ -220,9 +272,11 @@ struct TileLoop {
           }
           ksrc = bf.kr;
         }
-        VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
+        if (!direct) {
+          VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
+          for (int64_t d = 0; d < D; ++d)
+            for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
+        }
 
         // V tile
         const float* vp;
@@ -234,19 +288,21 @@ struct TileLoop {
         }
 
         // S = Q Kt
-        for (int64_t r0 = 0; r0 < M; r0 += MR) {
-          const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-          QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
+        if (direct) {
+          QkDirect(qv, M, D, ksrc, bk, bf.s);
+        } else {
+          // Column block outer: its D x CB slice of Kt stays in L1 for all row blocks (the whole Kt,
+          // D x kBlockK, is as large as L1 at D = 128).
+          for (int64_t r0 = 0; r0 < M; r0 += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+            QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
+          }
         }
 
         // mask + online softmax
         for (int64_t row = 0; row < M; ++row) {
           float* s = bf.s + row * BK;
-          if (kind == TileKind::Partial) {
-            const int64_t q = q0 + row % nrows;
-            for (int64_t j = 0; j < bk; ++j)
-              if (!pat.allowed(q, kt + j)) s[j] = -INFINITY;
-          }
+          if (kind == TileKind::Partial) pat.mask_row(q0 + row % nrows, kt, bk, s);
           for (int64_t j = bk; j < cols; ++j) s[j] = -INFINITY;
           V vmax = VT::set1(-INFINITY);
           for (int64_t j = 0; j < cols; j += W) vmax = VT::max(vmax, VT::load(s + j));
@@ -275,9 +331,14 @@ struct TileLoop {
         }
 
         // O += P V
-        for (int64_t r0 = 0; r0 < M; r0 += MR) {
-          const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-          PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D);
+        // Column block outer: its bk x CB slice of V stays in L1 for all row blocks.
+        for (int64_t d0 = 0; d0 < D;) {
+          const bool full = d0 + CB <= D;
+          for (int64_t r0 = 0; r0 < M; r0 += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+            PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D, d0, full);
+          }
+          d0 += full ? CB : W;
         }
       }
     }

@@ -49,6 +49,11 @@ void Scratch::Release() {
   bytes_ = 0;
 }
 
+void Pattern::mask_row(int64_t q, int64_t k0, int64_t n, float* s) const {
+  for (int64_t j = 0; j < n; ++j)
+    if (!allowed(q, k0 + j)) s[j] = -INFINITY;
+}
+
 void StoreRow(const Plan& plan, const Item& it, int64_t row, const float* o, float m, float l) {
   const longctx_la_params& p = *plan.p;
   const int64_t nrows = it.i1 - it.i0, g = row / nrows, r = row % nrows;

@@ -33,6 +33,11 @@ struct Avx2Traits {
     m = _mm_add_ss(m, _mm_movehdup_ps(m));
     return _mm_cvtss_f32(m);
   }
+  // out[i] = sum of the lanes of a[i], i < 4 (hadd tree).
+  static void hsum4(const V a[4], float* out) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+  }
   static V exp(V x0) {
     using namespace cephes;
     const V keep = _mm256_cmp_ps(x0, _mm256_set1_ps(kLo), _CMP_GE_OQ);

@@ -23,6 +23,9 @@ struct Avx512Traits {
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static float hmax(V a) { return _mm512_reduce_max_ps(a); }
   static float hsum(V a) { return _mm512_reduce_add_ps(a); }
+  static void hsum4(const V a[4], float* out) {
+    for (int i = 0; i < 4; ++i) out[i] = _mm512_reduce_add_ps(a[i]);
+  }
   static V exp(V x0) {
     using namespace cephes;
     const __mmask16 keep = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(kLo), _CMP_GE_OQ);

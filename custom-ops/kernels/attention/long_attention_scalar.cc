@@ -20,6 +20,9 @@ struct ScalarTraits {
   static V max(V a, V b) { return a > b ? a : b; }
   static float hmax(V a) { return a; }
   static float hsum(V a) { return a; }
+  static void hsum4(const V a[4], float* out) {
+    for (int i = 0; i < 4; ++i) out[i] = a[i];
+  }
   static V exp(V x) { return x < -87.3f ? 0.f : std::exp(x); }
   static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
     for (int64_t j = 0; j < rows; ++j)
