@@ -12,6 +12,7 @@ public static class Pipelines
         ["dedup-initializers"] = () => new InitializerDedup(),
         ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
+        ["lower-attention"] = () => new Attention.LowerToLongAttention(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 
@@ -33,6 +34,19 @@ public static class Pipelines
     /// </summary>
     public static IReadOnlyList<PipelineStep> WithMethods(IReadOnlyList<PipelineStep> rope) =>
         rope.Count == 0 ? Default : [Default[0], .. rope, .. Default.Skip(1)];
+
+    /// <summary>
+    /// With an attention lowering as well: it runs after canonicalize-attention and the dce that removes the replaced
+    /// subgraphs (it lowers the canonical GroupQueryAttention blocks, numbered as the layers that remain, on RoPE tables
+    /// the rope pass already scaled), before dedup-initializers.
+    /// </summary>
+    public static IReadOnlyList<PipelineStep> WithMethods(IReadOnlyList<PipelineStep> rope, PipelineStep? attention)
+    {
+        var steps = WithMethods(rope);
+        if (attention is null) return steps;
+        int at = steps.ToList().FindIndex(s => s.Pass == "dedup-initializers");
+        return [.. steps.Take(at), attention, .. steps.Skip(at)];
+    }
 
     public static IEnumerable<string> Names => Registry.Keys.Order(StringComparer.Ordinal);
 

@@ -43,6 +43,14 @@ public sealed record RuntimeCapabilities(
     bool SharedKvBuffer, bool ChunkedPrefill, string? SharedKvBufferWhyNot, string? ChunkedPrefillWhyNot, int GroupQueryAttention);
 
 /// <summary>
+/// How the runtime manages the KV cache when the graph asks for more than keeping every token (lower-attention,
+/// <c>--attention streaming</c>): <paramref name="Policy"/> "streaming" keeps <paramref name="Sink"/> first tokens and
+/// the <paramref name="Window"/> most recent (StreamingLLM); <paramref name="MaxPositions"/> is the number of RoPE rows
+/// the attention can index by cache position (null: no rotary), which bounds the cache buffer.
+/// </summary>
+public sealed record KvPolicy(string Policy, int Sink, int Window, int? MaxPositions);
+
+/// <summary>
 /// The "runtime" section of longctx.json: values the passes hand to the runtime plus the compile-time
 /// <see cref="Capabilities"/>. Sections a pass owns (e.g. "rope") and keys this version does not know are kept in
 /// <see cref="Other"/> and written back unchanged.
@@ -58,11 +66,13 @@ public sealed record RuntimeSection
     /// <summary>Operator domains the compiled graph imports, with versions ("" = ai.onnx): the runtime registers the
     /// custom-op library from this without opening the model. Recorded together with <see cref="Capabilities"/>.</summary>
     public IReadOnlyDictionary<string, long>? Opsets { get; init; }
+    /// <summary>The KV-cache policy the attention needs (null: keep every token).</summary>
+    public KvPolicy? Kv { get; init; }
 
     [JsonExtensionData] public Dictionary<string, JsonElement>? Other { get; init; }
 
     /// <summary>Whether the section says nothing at all.</summary>
-    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && (Other is null || Other.Count == 0);
+    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && Kv is null && (Other is null || Other.Count == 0);
 
     /// <summary>
     /// The typed section from the loose values passes record (name -> number, string, list, dictionary): known keys

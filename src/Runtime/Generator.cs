@@ -63,6 +63,7 @@ public sealed class Generator : IDisposable
         CheckFits(ids.Count);
         CheckVocabulary(ids);
         int step = chunk <= 0 ? ids.Count : chunk;
+        if (Cache.MaxStep is int most) step = Math.Min(step, most); // an evicting cache takes at most this many per call
         if (!_model.SupportsChunkedPrefill) step = Length == 0 ? ids.Count : 1;
         float[] logits = [];
         var arr = ids as int[] ?? ids.ToArray();
@@ -81,9 +82,10 @@ public sealed class Generator : IDisposable
     /// <summary>Runs one decoder call on <paramref name="ids"/> after the cached tokens; returns last-position logits.</summary>
     public float[] Forward(ReadOnlySpan<int> ids, CancellationToken ct = default)
     {
-        int s = ids.Length, past = Length, total = past + s;
         CheckVocabulary(ids);
-        CheckFits(s);
+        CheckFits(ids.Length);
+        Cache.Reserve(ids.Length); // an evicting cache makes room first: the mask describes the cache after eviction
+        int s = ids.Length, past = Length, total = past + s;
 
         var names = new List<string>(8 + 2 * _c.Layers.Count);
         var values = new List<OrtValue>(names.Capacity);

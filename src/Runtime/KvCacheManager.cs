@@ -24,6 +24,12 @@ public abstract class KvCacheManager : IDisposable
     /// </summary>
     public virtual int NextPosition => Length;
 
+    /// <summary>Most tokens one call may add (an evicting cache's headroom), or null when any call that fits is fine.</summary>
+    public virtual int? MaxStep => null;
+
+    /// <summary>Called before a step's inputs are built, so an evicting cache can make room (and shrink <see cref="Length"/>, which sizes the attention mask).</summary>
+    public virtual void Reserve(int newTokens) { }
+
     /// <summary>Most tokens the cache can hold, or null when it grows without bound.</summary>
     public abstract int? Capacity { get; }
 

@@ -31,7 +31,14 @@ public sealed class LongCtxModel : IDisposable
             ? OrtMemoryInfo.DefaultInstance
             : new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
         MaxContext = contract.StaticCapacity ?? Runtime.MaxContext ?? Runtime.MaxPositionEmbeddings;
+        Streaming = StreamingPolicy.From(Runtime, name);
     }
+
+    /// <summary>The streaming KV policy of a model compiled with <c>--attention streaming</c> (null otherwise).</summary>
+    public StreamingPolicy? Streaming { get; }
+
+    /// <summary>Most tokens a streaming cache takes per call (its buffer is sink + window + this).</summary>
+    public int StreamingStep => Math.Max(64, Streaming?.Window ?? 0);
 
     /// <summary>What errors call the model (its file or folder name).</summary>
     public string Name { get; }
@@ -89,7 +96,9 @@ public sealed class LongCtxModel : IDisposable
         ReferenceEquals(cache.Contract, Contract) ? new(this, cache) : throw new ArgumentException($"{Name}: the cache was built for another model's contract");
 
     /// <summary>A fresh cache of the kind this model's generators use.</summary>
-    public KvCacheManager CreateCache() => KvCache == KvCacheMode.Shared
+    public KvCacheManager CreateCache() => KvCache == KvCacheMode.Shared && Streaming is { } sp
+        ? new StreamingKvCache(Contract, Name, sp, StreamingStep)
+        : KvCache == KvCacheMode.Shared
         ? new SharedBufferKvCache(Contract, Name, SharedBufferLength, SharedBufferGrows, MaxContext,
             Provider == ExecutionProviderKind.Cpu ? null : new OrtAllocator(_session, KvMemory))
         : KvCacheManager.Create(Contract);
@@ -211,7 +220,10 @@ public sealed class LongCtxModel : IDisposable
 
     private void SetKvCache(RuntimeOptions options, string? why, bool hasGqa, Action<string> log)
     {
+        if (why is null && Streaming is not null && Provider != ExecutionProviderKind.Cpu) why = "the streaming cache evicts in host memory (CPU only)";
         if (why is null) { KvCache = KvCacheMode.Shared; return; }
+        if (Streaming is not null)
+            log($"note: {Name}: streaming attention without the shared buffer: the cache is not evicted and grows with every token ({why})");
         if (options.KvCache == KvCacheMode.Shared)
             throw new RuntimeException($"{Name}: --kv-cache shared is not possible: {why}; use --kv-cache concat");
         KvCache = KvCacheMode.Concat;

@@ -99,9 +99,10 @@ public sealed class SharedBufferKvCache : KvCacheManager
 
     private OrtValue Allocate(int capacity)
     {
+        // not zeroed: the kernels read only rows [0, seqlens_k] (written before they are read), so a large buffer stays
+        // untouched, fresh pages until tokens arrive: its capacity costs neither memset time nor resident memory
         long[] shape = [1, Contract.KvHeads, capacity, Contract.HeadDim];
-        if (_allocator is not null) return OrtValue.CreateAllocatedTensorValue(_allocator, Contract.KvType, shape);
-        return Zeros(Contract.KvType, shape);
+        return OrtValue.CreateAllocatedTensorValue(_allocator ?? OrtAllocator.DefaultInstance, Contract.KvType, shape);
     }
 
     /// <summary>Host buffers only: new [1, H, cap, D] buffers with each head's first Length rows copied over.</summary>

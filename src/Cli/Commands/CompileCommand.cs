@@ -22,9 +22,11 @@ internal static class CompileCommand
         var cmd = new Command("compile", "Compile a model: run the pass pipeline, verify, write OUTDIR/model.onnx (+ .data) and OUTDIR/longctx.json")
         { model, output, force, listPasses, verify, trace, stepLimit, explain, threshold };
         RopeOptions.AddTo(cmd);
+        AttentionOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
-            IReadOnlyList<PipelineStep> steps = Pipelines.WithMethods(RopeOptions.Steps(pr));
+            var attention = AttentionOptions.Step(pr);
+            IReadOnlyList<PipelineStep> steps = Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention);
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");

@@ -65,6 +65,18 @@ internal static class InspectCommand
         }
         if (!m.Runtime.IsEmpty)
             sb.Append("  runtime: ").Append(JsonSerializer.Serialize(m.Runtime, new JsonSerializerOptions(LongCtxManifest.JsonOptions) { WriteIndented = false })).Append('\n');
+        if (m.Runtime.Other?.GetValueOrDefault("attention") is { ValueKind: JsonValueKind.Object } at && at.TryGetProperty("layers", out var rows) && rows.ValueKind == JsonValueKind.Array)
+        {
+            // lower-attention's per-layer record: which op runs each layer, with which pattern, or why it was kept
+            string pars = string.Join(" ", at.EnumerateObject().Where(p => p.Name is not ("op" or "pattern" or "layers")).Select(p => $"{p.Name}={p.Value}"));
+            foreach (var r in rows.EnumerateArray())
+            {
+                string? Str(string k) => r.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null ? v.ToString() : null;
+                sb.Append($"  attention layer {Str("layer"),-3} {Str("op"),-34} {Str("pattern") ?? "-"}")
+                  .Append(Str("pattern") is "streaming" or "dca" && pars.Length > 0 ? $" ({pars})" : "")
+                  .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
+            }
+        }
         return sb.ToString();
     }
 }

@@ -32,14 +32,15 @@ internal static class RopeOptions
     }
 
     /// <summary>The pipeline steps the options ask for (none without --rope).</summary>
-    public static IReadOnlyList<PipelineStep> Steps(ParseResult pr) =>
-        Parse(pr.GetValue(Rope), pr.GetValue(Context), pr.GetValue(TrainedContext), pr.GetValue(ForceRope));
+    public static IReadOnlyList<PipelineStep> Steps(ParseResult pr, bool attention = false) =>
+        Parse(pr.GetValue(Rope), pr.GetValue(Context), pr.GetValue(TrainedContext), pr.GetValue(ForceRope), attention);
 
-    public static IReadOnlyList<PipelineStep> Parse(string? rope, int? context, int? trainedContext, bool force)
+    /// <param name="attention">--attention is given too: it also reads --trained-context (and --context)</param>
+    public static IReadOnlyList<PipelineStep> Parse(string? rope, int? context, int? trainedContext, bool force, bool attention = false)
     {
         if (rope is null)
         {
-            if (trainedContext is not null || force) throw new ArgumentException("--trained-context and --force-rope need --rope METHOD");
+            if (force || (trainedContext is not null && !attention)) throw new ArgumentException("--trained-context and --force-rope need --rope METHOD" + (attention ? "" : " (or --attention for --trained-context)"));
             return [];
         }
         int colon = rope.IndexOf(':');

@@ -50,14 +50,14 @@ public static class AttentionDiscovery
     public static bool IsAnchor(Node n) => (n.Domain, n.OpType) switch
     {
         ("", "Softmax") => n.Output().Uses.Any(u => u.Node.OpType == "MatMul" || (u.Node.OpType == "Cast" && u.Node.Output().Uses.Any(w => w.Node.OpType == "MatMul"))),
-        ("com.microsoft", "GroupQueryAttention" or "MultiHeadAttention") or ("", "Attention") => true,
+        ("com.microsoft", "GroupQueryAttention" or "MultiHeadAttention") or ("", "Attention") or ("longctx", "LongAttention") => true,
         _ => false,
     };
 
     private static (AttentionBlock?, MatchResult) TryForms(Node anchor, int layer, Model? m) => anchor.OpType switch
     {
         "Softmax" => TorchAttentionForm.Match(anchor, layer),
-        "GroupQueryAttention" or "MultiHeadAttention" or "Attention" => FusedAttentionForms.Match(anchor, layer),
+        "GroupQueryAttention" or "MultiHeadAttention" or "Attention" or "LongAttention" => FusedAttentionForms.Match(anchor, layer),
         _ => (null, MatchResult.Fail($"no form for {anchor.QualifiedOp}", anchor.Outputs[0], 0)),
     };
 }

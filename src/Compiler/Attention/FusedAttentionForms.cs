@@ -15,6 +15,8 @@ namespace LongCtx.Compiler.Attention;
 public static class FusedAttentionForms
 {
     public const string Gqa = "ms-gqa", MsMha = "ms-mha-rotary", OnnxAttention = "onnx-attention";
+    /// <summary>lcc's own longctx.LongAttention: GroupQueryAttention's inputs and attributes plus a pattern (lower-attention).</summary>
+    public const string LongAttention = "longctx-attention";
     private static readonly OpSchema GqaOp = OpSchemas.GroupQueryAttention, Mha = OpSchemas.MultiHeadAttention, Att = OpSchemas.Attention;
 
     private static readonly Pattern MsRotary = P.MsOp("RotaryEmbedding", P.Any("x"), P.Any("positions"), P.Any("cos"), P.Any("sin")).NodeNamed("rot");
@@ -24,6 +26,7 @@ public static class FusedAttentionForms
     public static (AttentionBlock?, MatchResult) Match(Node n, int layer) => (n.Domain, n.OpType) switch
     {
         ("com.microsoft", "GroupQueryAttention") => MatchGqa(n, layer),
+        ("longctx", "LongAttention") => MatchGqa(n, layer) is var (b, r) && b is not null ? (b with { Form = LongAttention }, r) : (null, r),
         ("com.microsoft", "MultiHeadAttention") => MatchMha(n, layer),
         ("", "Attention") => MatchOnnx(n, layer),
         _ => (null, MatchResult.Fail($"no form for {n.QualifiedOp}", n.Outputs[0], 0)),

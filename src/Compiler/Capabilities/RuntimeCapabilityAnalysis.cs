@@ -14,6 +14,7 @@ public sealed record KvLayerValues(int Layer, Value PastKey, Value PastValue, Va
 /// Rule (ORT contrib_ops GroupQueryAttention: present length = max(total_sequence_length, past buffer length); new
 /// tokens are written at seqlens_k + 1 - S and attention is masked by seqlens_k / total_sequence_length, never by the
 /// buffer's shape): when every layer's past key/value graph inputs are read only by one com.microsoft.GroupQueryAttention
+/// (or longctx.LongAttention, which keeps that contract)
 /// (inputs past_key / past_value) whose present_key / present_value outputs are that layer's present graph outputs and
 /// read by nothing else, then (a) one buffer per layer may be bound as both past and present (shared KV buffer) and
 /// (b) a multi-token chunk may follow a non-empty past (chunked prefill). Any other graph gets neither: the runtime
@@ -61,7 +62,8 @@ public static class RuntimeCapabilityAnalysis
                 if (past.Uses.Count != 1)
                     return $"'{past.Name}' is read by {(past.Uses.Count == 0 ? "no node" : string.Join(", ", past.Uses.Select(u => u.Node.QualifiedOp).Distinct()))}, not by one {GqaDomain}.{GqaOp}";
                 var (n, i) = (past.Uses[0].Node, past.Uses[0].Index);
-                if (!Gqa.Is(n)) return $"'{past.Name}' is read by {n.QualifiedOp}, not by one {GqaDomain}.{GqaOp}";
+                // longctx.LongAttention has GroupQueryAttention's slots and the same shared-buffer contract (lower-attention)
+                if (!Gqa.Is(n) && !OpSchemas.LongAttention.Is(n)) return $"'{past.Name}' is read by {n.QualifiedOp}, not by one {GqaDomain}.{GqaOp}";
                 if (i != slot) return $"'{past.Name}' is input {i} of {GqaOp}, not its past {(slot == GqaPastKey ? "key" : "value")}";
                 if (attention is not null && !ReferenceEquals(attention, n)) return $"'{layer.PastKey.Name}' and '{layer.PastValue.Name}' feed different {GqaOp} nodes";
                 attention = n;

@@ -1,0 +1,48 @@
+using System.CommandLine;
+using LongCtx.Compiler.Passes;
+using LongCtx.Passes.Attention;
+
+namespace LongCtx.Cli.Commands;
+
+/// <summary>
+/// <c>lcc compile --attention dense | streaming[:sink=4,window=N] | dca[:chunk=N,local=M]</c> (each with an optional
+/// <c>layers=0-3,6</c>): parses the pattern into the <c>lower-attention</c> pipeline step. Defaults are derived by the
+/// pass from the trained context and printed as a note; <c>--trained-context</c> is passed along (<c>--context</c> reaches
+/// the pass as the pipeline's target context).
+/// </summary>
+internal static class AttentionOptions
+{
+    public static Option<string?> Attention { get; } = new("--attention")
+    {
+        Description = "lower attention to longctx.LongAttention: dense | streaming:sink=4,window=N | dca:chunk=N,local=M (optional layers=0-3,6; defaults derived from the trained context)",
+    };
+
+    public static void AddTo(Command cmd) => cmd.Add(Attention);
+
+    public static PipelineStep? Step(ParseResult pr) => Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.TrainedContext));
+
+    public static PipelineStep? Parse(string? spec, int? trainedContext)
+    {
+        if (spec is null) return null;
+        int colon = spec.IndexOf(':');
+        string pattern = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
+        if (!LongAttentionSettings.Keys.TryGetValue(pattern, out var valid))
+            throw new ArgumentException($"--attention {pattern}: unknown pattern; valid: {string.Join(", ", LongAttentionSettings.Keys.Keys)}");
+        var opts = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["pattern"] = pattern };
+        string? last = null;
+        if (colon >= 0)
+            foreach (var kv in spec[(colon + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                int eq = kv.IndexOf('=');
+                if (eq < 0 && last == "layers") { opts["layers"] += "," + kv; continue; } // layers=0-3,6: the list goes on
+                if (eq <= 0) throw new ArgumentException($"--attention {spec}: option '{kv}' is not k=v; valid for {pattern}: {string.Join(", ", valid)}");
+                string key = kv[..eq].Trim().ToLowerInvariant();
+                if (!valid.Contains(key)) throw new ArgumentException($"--attention {pattern}: unknown option '{key}'; valid for {pattern}: {string.Join(", ", valid)}");
+                opts[key] = kv[(eq + 1)..].Trim();
+                last = key;
+            }
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        if (trainedContext is int t) opts["trained-context"] = t.ToString(inv);
+        return new PipelineStep("lower-attention", opts);
+    }
+}
