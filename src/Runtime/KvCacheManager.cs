@@ -36,6 +36,21 @@ public abstract class KvCacheManager : IDisposable
     /// <summary>Bytes of cache tensors currently held (all layers, K and V).</summary>
     public abstract long Bytes { get; }
 
+    /// <summary>
+    /// For caches bound as both past and present (IOBinding): the present outputs are views of the cache's own
+    /// buffers, already updated in place by the kernel; disposes them and checks each is [1, Hkv, <paramref name="bufferLength"/>, D].
+    /// </summary>
+    protected void DisposeInPlaceOutputs(IReadOnlyList<Microsoft.ML.OnnxRuntime.OrtValue> outputs, int bufferLength, string model, string what)
+    {
+        foreach (var o in outputs)
+        {
+            var shape = o.GetTensorTypeAndShape().Shape;
+            o.Dispose();
+            if (shape.Length != 4 || shape[2] != bufferLength)
+                throw new RuntimeException($"{model}: present KV output has shape [{string.Join(",", shape)}]; expected the {what} [1,{Contract.KvHeads},{bufferLength},{Contract.HeadDim}]");
+        }
+    }
+
     /// <summary>Graph outputs that carry the updated cache, in the order <see cref="Accept"/> receives them.</summary>
     public IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).ToArray();
     private string[]? _outputs;

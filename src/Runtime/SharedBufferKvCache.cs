@@ -84,14 +84,7 @@ public sealed class SharedBufferKvCache : KvCacheManager
 
     public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
     {
-        // the present outputs are views of our own buffers, already updated in place
-        foreach (var o in outputs)
-        {
-            var shape = o.GetTensorTypeAndShape().Shape;
-            o.Dispose();
-            if (shape.Length != 4 || shape[2] != _capacity)
-                throw new RuntimeException($"{_model}: present KV output has shape [{string.Join(",", shape)}]; expected the shared buffer [1,{Contract.KvHeads},{_capacity},{Contract.HeadDim}]");
-        }
+        DisposeInPlaceOutputs(outputs, _capacity, _model, "shared buffer");
         _length += newTokens;
     }
 

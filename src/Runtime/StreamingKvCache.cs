@@ -112,13 +112,7 @@ public sealed class StreamingKvCache : KvCacheManager
 
     public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
     {
-        foreach (var o in outputs)
-        {
-            var shape = o.GetTensorTypeAndShape().Shape;
-            o.Dispose();
-            if (shape.Length != 4 || shape[2] != BufferLength)
-                throw new RuntimeException($"{_model}: present KV output has shape [{string.Join(",", shape)}]; expected the streaming buffer [1,{Contract.KvHeads},{BufferLength},{Contract.HeadDim}]");
-        }
+        DisposeInPlaceOutputs(outputs, BufferLength, _model, "streaming buffer");
         _length += newTokens;
         _seen += newTokens;
     }

@@ -55,4 +55,19 @@ public sealed class EncoderAndDemoTests
         }
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
     }
+
+    [Test]
+    public void LccDemo_original_GroupQueryAttention_and_LongAttention_agree()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "longctx-lccdemo-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var r = LongCtx.Tests.Foundation.CliRunner.Run("demo", "--out", dir, "--max-new-tokens", "8");
+            Assert.That(r.ExitCode, Is.Zero, r.Stdout + r.Stderr);
+            Assert.That(r.Stdout, Does.Contain("2 blocks rewritten to GroupQueryAttention").And.Contain("2 blocks lowered to LongAttention")
+                .And.Contain("OK: both compiled models produce the same tokens"));
+            Assert.That(File.Exists(Path.Combine(dir, "compiled-longattention", "model.onnx")), Is.True);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
 }

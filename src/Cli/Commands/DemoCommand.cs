@@ -13,7 +13,8 @@ namespace LongCtx.Cli.Commands;
 /// <summary>
 /// <c>lcc demo</c>: the README's first command. Builds the bundled tiny decoder (models/DemoModel), shows what
 /// discovery finds, compiles it with the default pipeline, runs original and compiled on CPU with greedy decoding,
-/// and checks that both produce the same tokens.
+/// and checks that both produce the same tokens; then lowers attention to our own kernel (longctx.LongAttention, dense)
+/// and checks that too.
 /// </summary>
 internal static class DemoCommand
 {
@@ -27,6 +28,7 @@ internal static class DemoCommand
             var root = pr.GetValue(outDir)!.FullName;
             var srcDir = Path.Combine(root, "original");
             var compiledDir = Path.Combine(root, "compiled");
+            var longDir = Path.Combine(root, "compiled-longattention");
             if (Directory.Exists(srcDir)) Directory.Delete(srcDir, true);
             Directory.CreateDirectory(srcDir);
             var sw = Stopwatch.StartNew();
@@ -54,8 +56,13 @@ internal static class DemoCommand
             Console.WriteLine($"4. greedy decode on {epA}, prompt [{string.Join(",", prompt)}]:");
             Console.WriteLine($"     original: {string.Join(" ", a)}");
             Console.WriteLine($"     compiled: {string.Join(" ", b)}");
-            bool same = a.SequenceEqual(b);
-            Console.WriteLine(same ? $"OK: the compiled model produces the same tokens ({sw.Elapsed.TotalSeconds:0.0} s)" : "MISMATCH: the compiled model's tokens differ from the original's");
+            var lowered = CompileJob.Run(src, longDir, Pipelines.Instantiate(Pipelines.WithMethods([], AttentionOptions.Parse("dense", null))), new CompileOptions { Force = true }, ct);
+            var lower = lowered.Pipeline.Passes.Last(p => p.Pass == "lower-attention");
+            var l = Run(longDir, out _);
+            Console.WriteLine($"5. attention lowered to our kernel (longctx.LongAttention, dense: {string.Join(", ", lower.Counts.Select(kv => $"{kv.Value} {kv.Key}"))}) -> {lowered.OutputDir}");
+            Console.WriteLine($"     lowered:  {string.Join(" ", l)}");
+            bool same = a.SequenceEqual(b) && a.SequenceEqual(l);
+            Console.WriteLine(same ? $"OK: both compiled models produce the same tokens ({sw.Elapsed.TotalSeconds:0.0} s)" : "MISMATCH: a compiled model's tokens differ from the original's");
             return same ? Cli.Ok : Cli.Failure;
         })));
         return cmd;
