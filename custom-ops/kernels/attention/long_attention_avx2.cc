@@ -1,5 +1,5 @@
 // LongAttention tile loop, AVX2 + FMA + F16C path (compiled with -mavx2 -mfma -mf16c):
-// 8-wide ymm vectors, 6 x 16 register blocks (12 accumulators).
+// 8-wide ymm vectors, 6 x 16 register blocks (12 accumulators), exp from exp2poly (la_exp_simd.h).
 #include <immintrin.h>
 
 #include "la_exp_simd.h"
@@ -38,21 +38,21 @@ struct Avx2Traits {
     const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
   }
+  // exp2poly (la_exp_simd.h): arguments are s - max <= 0, so no upper clamp.
   static V exp(V x0) {
-    using namespace cephes;
+    using namespace exp2poly;
     const V keep = _mm256_cmp_ps(x0, _mm256_set1_ps(kLo), _CMP_GE_OQ);
-    V x = _mm256_min_ps(_mm256_max_ps(x0, _mm256_set1_ps(kLo)), _mm256_set1_ps(kHi));
-    V fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC1), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kC2), x);
-    V y = _mm256_set1_ps(kP0);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP1));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP2));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP3));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP4));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kP5));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    const V t = _mm256_mul_ps(_mm256_max_ps(x0, _mm256_set1_ps(kLo)), _mm256_set1_ps(kLog2e));
+    const V n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V f = _mm256_sub_ps(t, n);
+    V y = _mm256_set1_ps(kC6);
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC5));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC4));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC3));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC2));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC1));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
   }
   static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
