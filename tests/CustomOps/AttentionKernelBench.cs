@@ -30,7 +30,11 @@ public class AttentionKernelBench
         string? baseline = Environment.GetEnvironmentVariable("LONGCTX_BENCH_BASELINE_LIB");
         if (baseline is { Length: > 0 } && !File.Exists(baseline)) Assert.Fail($"LONGCTX_BENCH_BASELINE_LIB: no file {baseline}");
         bool withBase = baseline is { Length: > 0 };
-        var rows = new List<string> { $"{"layer",-12} {"phase",-8} {"len",6} {"GQA ms",10} {(withBase ? "LA0 ms" : ""),10} {"LA ms",10} {"LA/GQA speedup",15} {"LA GFLOP/s",11}" };
+        // The box's SGEMM peak in the same run: ORT's own MatMul (MLAS) on 2048^3 fp32, same pool settings.
+        double sgemmMs = Interleaved(reps, [Sgemm(2048)])[0];
+        double sgemm = 2.0 * 2048 * 2048 * 2048 / (sgemmMs / 1e3) / 1e9;
+        TestContext.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SGEMM peak (ORT MatMul 2048^3 fp32): {sgemm:F1} GFLOP/s"));
+        var rows = new List<string> { $"{"layer",-12} {"phase",-8} {"len",6} {"GQA ms",10} {(withBase ? "LA0 ms" : ""),10} {"LA ms",10} {"LA/GQA speedup",15} {"LA GFLOP/s",11} {"% SGEMM",8}" };
         foreach (var (hq, hkv, d) in new[] { (8, 2, 64), (32, 8, 128) })
         {
             foreach (var s in new[] { 2048, 8192, 32768 }.Where(x => x <= max))
@@ -44,7 +48,7 @@ public class AttentionKernelBench
                 var t = Interleaved(s >= 8192 ? 1 : reps, contestants);
                 double? gqa = gqaFits ? t[0] : null;
                 double? la0 = withBase ? t[^2] : null;
-                rows.Add(Row($"{hq}/{hkv}x{d}", "prefill", s, gqa, la0, t[^1], flops / (t[^1] / 1e3) / 1e9));
+                rows.Add(Row($"{hq}/{hkv}x{d}", "prefill", s, gqa, la0, t[^1], flops / (t[^1] / 1e3) / 1e9, sgemm));
             }
             foreach (var t in new[] { 8192, 32768 }.Where(x => x <= Math.Max(max, 8192)))
             {
@@ -52,16 +56,16 @@ public class AttentionKernelBench
                 if (withBase) contestants.Add(Decode("longctx", "LongAttention", baseline!, hq, hkv, d, t));
                 contestants.Add(Decode("longctx", "LongAttention", LibPath, hq, hkv, d, t));
                 var ms = Interleaved(2 * reps, contestants);
-                rows.Add(Row($"{hq}/{hkv}x{d}", "decode", t, ms[0], withBase ? ms[^2] : null, ms[^1], null));
+                rows.Add(Row($"{hq}/{hkv}x{d}", "decode", t, ms[0], withBase ? ms[^2] : null, ms[^1], null, sgemm));
             }
         }
         foreach (var row in rows) TestContext.Out.WriteLine(row);
         Assert.Pass(string.Join("\n", rows));
     }
 
-    private static string Row(string layer, string phase, int len, double? gqa, double? la0, double la, double? gflops) =>
+    private static string Row(string layer, string phase, int len, double? gqa, double? la0, double la, double? gflops, double sgemm) =>
         string.Create(CultureInfo.InvariantCulture,
-            $"{layer,-12} {phase,-8} {len,6} {(gqa is null ? "n/a" : gqa.Value.ToString("F2")),10} {(la0 is null ? "" : la0.Value.ToString("F2")),10} {la,10:F2} {(gqa is null ? "-" : (gqa.Value / la).ToString("F2") + "x"),15} {(gflops is null ? "-" : gflops.Value.ToString("F1")),11}");
+            $"{layer,-12} {phase,-8} {len,6} {(gqa is null ? "n/a" : gqa.Value.ToString("F2")),10} {(la0 is null ? "" : la0.Value.ToString("F2")),10} {la,10:F2} {(gqa is null ? "-" : (gqa.Value / la).ToString("F2") + "x"),15} {(gflops is null ? "-" : gflops.Value.ToString("F1")),11} {(gflops is null ? "-" : (100 * gflops.Value / sgemm).ToString("F0") + "%"),8}");
 
     /// <summary>A session with its inputs, run by <see cref="Interleaved"/>; disposes both.</summary>
     private sealed class Contestant(InferenceSession session, List<IDisposable> owned, Action run) : IDisposable
@@ -144,6 +148,29 @@ public class AttentionKernelBench
         var ro = new RunOptions();
         return new Contestant(session, new List<IDisposable> { binding, ro, q, k, v, kvK, kvV, sl, tl },
             () => session.RunWithBinding(ro, binding));
+    }
+
+    private static Contestant Sgemm(int n)
+    {
+        var node = new NodeProto { Name = "mm", OpType = "MatMul" };
+        node.Input.AddRange(new[] { "a", "b" });
+        node.Output.Add("c");
+        var graph = new GraphProto { Name = "sgemm" };
+        graph.Node.Add(node);
+        graph.Input.Add(Info("a", TensorProto.Types.DataType.Float));
+        graph.Input.Add(Info("b", TensorProto.Types.DataType.Float));
+        graph.Output.Add(Info("c", TensorProto.Types.DataType.Float));
+        var model = new ModelProto { IrVersion = 10, Graph = graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
+        using var options = new SessionOptions();
+        options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        var session = new InferenceSession(model.ToByteArray(), options);
+        var rng = new Random(3);
+        var a = OrtValue.CreateTensorValueFromMemory(Rand(rng, n * n), new long[] { n, n });
+        var b = OrtValue.CreateTensorValueFromMemory(Rand(rng, n * n), new long[] { n, n });
+        var ro = new RunOptions();
+        var feeds = new Dictionary<string, OrtValue> { ["a"] = a, ["b"] = b };
+        return new Contestant(session, new List<IDisposable> { a, b, ro }, () => { using var r = session.Run(ro, feeds, session.OutputNames); });
     }
 
     private static InferenceSession Session(string domain, string op, string lib, int hq, int hkv, int d)
