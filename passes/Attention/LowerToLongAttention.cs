@@ -65,9 +65,9 @@ public sealed partial class LowerToLongAttention : IPass
                 ctx.Count(GqaToLongAttention.KeptCount);
             }
         }
-        if (s.Layers is not null)
-            foreach (var l in s.Layers.Where(l => l >= before.Blocks.Count + before.Unrecognised.Count))
-                ctx.Note($"layers={l}: the model has no attention layer {l} (layers 0-{before.Blocks.Count + before.Unrecognised.Count - 1})");
+        int layerCount = before.Blocks.Count + before.Unrecognised.Count;
+        if (s.Layers?.FirstOrDefault(l => l >= layerCount) is int missing && missing >= layerCount)
+            throw new CompileException($"{model.DisplayName}: --attention layers: the model has no attention layer {missing} (its layers are 0-{layerCount - 1})");
         var tables = model.Graph.Nodes.Where(Gqa.Is).SelectMany(n => new[] { Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache") })
             .OfType<Value>().Where(v => v.IsInitializer).Distinct().ToList();
 

@@ -25,6 +25,7 @@ public sealed class AttentionOptionsTests
     [TestCase("streaming:chunk=4", "unknown option 'chunk'; valid for streaming: sink, window, layers")]
     [TestCase("dca:window=4", "unknown option 'window'; valid for dca: chunk, local, layers")]
     [TestCase("dense:4", "is not k=v")]
+    [TestCase("dense,layers=0-3", "options follow a colon: PATTERN:k=v")]
     public void RejectsBadInput(string spec, string message)
     {
         var ex = Assert.Throws<ArgumentException>(() => AttentionOptions.Parse(spec, null))!;

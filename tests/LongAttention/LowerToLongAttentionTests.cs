@@ -154,6 +154,7 @@ public sealed class LowerToLongAttentionTests
     [TestCase("dca", "chunk 512 exceeds the trained context 256", "chunk", "512")]
     [TestCase("dca", "local=192 must be in [1, chunk) = [1, 192)", "local", "192")]
     [TestCase("dense", "'x' is not a layer or a range", "layers", "0,x")]
+    [TestCase("dense", "the model has no attention layer 7 (its layers are 0-", "layers", "0,7")]
     public void BadOptions_AreOneLineErrors(string pattern, string message, string? key = null, string? value = null)
     {
         var o = new List<(string, string)> { ("pattern", pattern), ("trained-context", "256") };

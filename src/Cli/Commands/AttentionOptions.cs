@@ -27,7 +27,8 @@ internal static class AttentionOptions
         int colon = spec.IndexOf(':');
         string pattern = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
         if (!LongAttentionSettings.Keys.TryGetValue(pattern, out var valid))
-            throw new ArgumentException($"--attention {pattern}: unknown pattern; valid: {string.Join(", ", LongAttentionSettings.Keys.Keys)}");
+            throw new ArgumentException($"--attention {pattern}: unknown pattern; valid: {string.Join(", ", LongAttentionSettings.Keys.Keys)}"
+                + (pattern.Contains(',') || pattern.Contains('=') ? " (options follow a colon: PATTERN:k=v,..., e.g. dense:layers=0-3)" : ""));
         var opts = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["pattern"] = pattern };
         string? last = null;
         if (colon >= 0)
