@@ -5,6 +5,8 @@ using Microsoft.ML.OnnxRuntime;
 using NUnit.Framework;
 using Onnx;
 
+using static LongCtx.Tests.CustomOps.OpTestKit;
+
 namespace LongCtx.Tests.CustomOps;
 
 /// <summary>
@@ -20,7 +22,7 @@ namespace LongCtx.Tests.CustomOps;
 [TestFixture, Explicit("timing benchmark; run by name"), Category("Bench")]
 public class AttentionKernelBench
 {
-    private static string LibPath => Path.Combine(AppContext.BaseDirectory, "liblongctx_ops.so");
+    private static string LibPath => OpTestKit.LibPath;
 
     [Test]
     public void GqaVsLongAttention()
@@ -110,9 +112,9 @@ public class AttentionKernelBench
     {
         var session = Session(domain, op, lib, hq, hkv, d);
         var rng = new Random(1);
-        var q = OrtValue.CreateTensorValueFromMemory(Rand(rng, s * hq * d), new long[] { 1, s, hq * d });
-        var k = OrtValue.CreateTensorValueFromMemory(Rand(rng, s * hkv * d), new long[] { 1, s, hkv * d });
-        var v = OrtValue.CreateTensorValueFromMemory(Rand(rng, s * hkv * d), new long[] { 1, s, hkv * d });
+        var q = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, s * hq * d), new long[] { 1, s, hq * d });
+        var k = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, s * hkv * d), new long[] { 1, s, hkv * d });
+        var v = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, s * hkv * d), new long[] { 1, s, hkv * d });
         var pk = OrtValue.CreateTensorValueFromMemory(new float[0], new long[] { 1, hkv, 0, d });
         var pv = OrtValue.CreateTensorValueFromMemory(new float[0], new long[] { 1, hkv, 0, d });
         var sl = OrtValue.CreateTensorValueFromMemory(new[] { s - 1 }, new long[] { 1 });
@@ -127,11 +129,11 @@ public class AttentionKernelBench
     {
         var session = Session(domain, op, lib, hq, hkv, d);
         var rng = new Random(2);
-        var q = OrtValue.CreateTensorValueFromMemory(Rand(rng, hq * d), new long[] { 1, 1, hq * d });
-        var k = OrtValue.CreateTensorValueFromMemory(Rand(rng, hkv * d), new long[] { 1, 1, hkv * d });
-        var v = OrtValue.CreateTensorValueFromMemory(Rand(rng, hkv * d), new long[] { 1, 1, hkv * d });
-        var kvK = OrtValue.CreateTensorValueFromMemory(Rand(rng, hkv * t * d), new long[] { 1, hkv, t, d });
-        var kvV = OrtValue.CreateTensorValueFromMemory(Rand(rng, hkv * t * d), new long[] { 1, hkv, t, d });
+        var q = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, hq * d), new long[] { 1, 1, hq * d });
+        var k = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, hkv * d), new long[] { 1, 1, hkv * d });
+        var v = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, hkv * d), new long[] { 1, 1, hkv * d });
+        var kvK = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, hkv * t * d), new long[] { 1, hkv, t, d });
+        var kvV = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, hkv * t * d), new long[] { 1, hkv, t, d });
         var sl = OrtValue.CreateTensorValueFromMemory(new[] { t - 1 }, new long[] { 1 });
         var tl = OrtValue.CreateTensorValueFromMemory(new[] { t }, Array.Empty<long>());
         var binding = session.CreateIoBinding();
@@ -157,17 +159,17 @@ public class AttentionKernelBench
         node.Output.Add("c");
         var graph = new GraphProto { Name = "sgemm" };
         graph.Node.Add(node);
-        graph.Input.Add(Info("a", TensorProto.Types.DataType.Float));
-        graph.Input.Add(Info("b", TensorProto.Types.DataType.Float));
-        graph.Output.Add(Info("c", TensorProto.Types.DataType.Float));
+        graph.Input.Add(ValueInfo("a", TensorProto.Types.DataType.Float));
+        graph.Input.Add(ValueInfo("b", TensorProto.Types.DataType.Float));
+        graph.Output.Add(ValueInfo("c", TensorProto.Types.DataType.Float));
         var model = new ModelProto { IrVersion = 10, Graph = graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
         using var options = new SessionOptions();
         options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         var session = new InferenceSession(model.ToByteArray(), options);
         var rng = new Random(3);
-        var a = OrtValue.CreateTensorValueFromMemory(Rand(rng, n * n), new long[] { n, n });
-        var b = OrtValue.CreateTensorValueFromMemory(Rand(rng, n * n), new long[] { n, n });
+        var a = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, n * n), new long[] { n, n });
+        var b = OrtValue.CreateTensorValueFromMemory(RandomArray(rng, n * n), new long[] { n, n });
         var ro = new RunOptions();
         var feeds = new Dictionary<string, OrtValue> { ["a"] = a, ["b"] = b };
         return new Contestant(session, new List<IDisposable> { a, b, ro }, () => { using var r = session.Run(ro, feeds, session.OutputNames); });
@@ -183,8 +185,8 @@ public class AttentionKernelBench
         var graph = new GraphProto { Name = "bench" };
         graph.Node.Add(node);
         foreach (var n in node.Input)
-            graph.Input.Add(Info(n, n is "seqlens_k" or "total_sequence_length" ? TensorProto.Types.DataType.Int32 : TensorProto.Types.DataType.Float));
-        foreach (var n in node.Output) graph.Output.Add(Info(n, TensorProto.Types.DataType.Float));
+            graph.Input.Add(ValueInfo(n, n is "seqlens_k" or "total_sequence_length" ? TensorProto.Types.DataType.Int32 : TensorProto.Types.DataType.Float));
+        foreach (var n in node.Output) graph.Output.Add(ValueInfo(n, TensorProto.Types.DataType.Float));
         var model = new ModelProto { IrVersion = 10, Graph = graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
@@ -195,15 +197,5 @@ public class AttentionKernelBench
         options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         options.RegisterCustomOpLibrary(lib);
         return new InferenceSession(model.ToByteArray(), options);
-    }
-
-    private static ValueInfoProto Info(string name, TensorProto.Types.DataType t) =>
-        new() { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)t } } };
-
-    private static float[] Rand(Random rng, int n)
-    {
-        var a = new float[n];
-        for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
-        return a;
     }
 }

@@ -4,6 +4,8 @@ using Microsoft.ML.OnnxRuntime;
 using NUnit.Framework;
 using Onnx;
 
+using static LongCtx.Tests.CustomOps.OpTestKit;
+
 namespace LongCtx.Tests.CustomOps;
 
 /// <summary>
@@ -16,20 +18,12 @@ namespace LongCtx.Tests.CustomOps;
 [TestFixture]
 public class LongAttentionTests
 {
-    private const string LibName = "liblongctx_ops.so";
     private const double Tolerance = 1e-5;
 
-    private static string LibPath => Path.Combine(AppContext.BaseDirectory, LibName);
+    private static string LibPath => OpTestKit.LibPath;
 
     [OneTimeSetUp]
-    public void RequireLibrary()
-    {
-        if (!File.Exists(LibPath))
-        {
-            Assert.Fail($"{LibName} not found next to the test assembly ({LibPath}). It is built by " +
-                        "custom-ops/CustomOps.targets during 'dotnet build'; check the build log.");
-        }
-    }
+    public void RequireLibrary() => OpTestKit.RequireLibrary();
 
     // ---------------------------------------------------------------- dense == GQA
 
@@ -550,33 +544,4 @@ public class LongAttentionTests
         return output;
     }
 
-    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type) => new()
-    {
-        Name = name,
-        Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type } },
-    };
-
-    private static AttributeProto IntAttr(string name, long value) =>
-        new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
-
-    private static AttributeProto FloatAttr(string name, float value) =>
-        new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
-
-    private static AttributeProto StringAttr(string name, string value) =>
-        new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
-
-    private static float[] RandomArray(Random rng, int n, float amplitude = 1f)
-    {
-        var a = new float[n];
-        for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1) * amplitude;
-        return a;
-    }
-
-    private static double MaxAbsDiff(float[] a, float[] b)
-    {
-        Assert.That(a.Length, Is.EqualTo(b.Length), "length mismatch");
-        double m = 0;
-        for (int i = 0; i < a.Length; i++) m = Math.Max(m, Math.Abs((double)a[i] - b[i]));
-        return m;
-    }
 }
