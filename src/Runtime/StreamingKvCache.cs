@@ -10,11 +10,14 @@ namespace LongCtx.Runtime;
 /// </summary>
 public sealed record StreamingPolicy(int Sink, int Window, int? MaxPositions)
 {
+    /// <summary>Largest sink + window a streaming buffer may hold (keeps buffer sizes and their byte offsets in range).</summary>
+    public const int MaxTokens = 1 << 24;
+
     /// <summary>The policy in longctx.json's runtime section, or null when the model does not stream.</summary>
     public static StreamingPolicy? From(RuntimeSection runtime, string model)
     {
         if (runtime.Kv is not { Policy: "streaming" } kv) return null;
-        if (kv.Sink < 0 || kv.Window < 1 || kv.MaxPositions is < 1)
+        if (kv.Sink < 0 || kv.Window < 1 || kv.MaxPositions is < 1 || (long)kv.Sink + kv.Window > MaxTokens)
             throw new RuntimeException($"{model}: longctx.json runtime.kv (streaming) has sink {kv.Sink}, window {kv.Window}, max_positions {kv.MaxPositions}; recompile with lcc compile --attention streaming");
         return new StreamingPolicy(kv.Sink, kv.Window, kv.MaxPositions);
     }

@@ -134,5 +134,8 @@ public sealed class StreamingKvCacheTests
         Assert.That(StreamingPolicy.From(Runtime("{}"), "m"), Is.Null);
         var e = Assert.Throws<RuntimeException>(() => StreamingPolicy.From(Runtime("""{"kv":{"policy":"streaming","sink":4,"window":0}}"""), "m"))!;
         Assert.That(e.Message, Does.Contain("window 0").And.Contain("recompile"));
+        // sink + window past int range (a tampered file) is refused before any buffer size is computed
+        e = Assert.Throws<RuntimeException>(() => StreamingPolicy.From(Runtime("""{"kv":{"policy":"streaming","sink":4,"window":2147483647}}"""), "m"))!;
+        Assert.That(e.Message, Does.Contain("window 2147483647"));
     }
 }
