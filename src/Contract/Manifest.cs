@@ -139,7 +139,7 @@ public sealed record LongCtxManifest
     }
 
     /// <summary>Reads a longctx.json file.</summary>
-    public static LongCtxManifest Read(string path) => Parse(File.ReadAllText(path), path);
+    public static LongCtxManifest Read(string path) => Parse(LongCtxFiles.ReadText(path), path);
 
     /// <summary>The longctx.json in <paramref name="folder"/>, or null when there is none (a bare model).</summary>
     public static LongCtxManifest? TryReadFolder(string folder)

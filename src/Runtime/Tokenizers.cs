@@ -42,7 +42,7 @@ public static class Tokenizers
     public static ITokenizer FromHuggingFaceJson(string path)
     {
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(path)); }
+        try { doc = JsonDocument.Parse(LongCtx.Contract.LongCtxFiles.ReadText(path, 512L << 20)); }
         catch (JsonException e) { throw new RuntimeException($"{path}: not valid JSON ({e.Message})", e); }
         using var _ = doc;
         var root = doc.RootElement;

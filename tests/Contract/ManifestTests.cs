@@ -158,4 +158,26 @@ public sealed class ManifestTests
         Assert.That(s.MaxContext, Is.EqualTo(65536));
         Assert.That(s.Other!["rope"].GetProperty("method").GetString(), Is.EqualTo("rope-ntk"));
     }
+
+    [Test]
+    public void SmallTextFiles_AreCapped_SoAnEndlessDeviceIsAnError()
+    {
+        var dir = Directory.CreateTempSubdirectory("longctx-cap").FullName;
+        try
+        {
+            var big = Path.Combine(dir, "config.json");
+            File.WriteAllBytes(big, new byte[LongCtxFiles.SmallTextCap + 1]);
+            var e = Assert.Throws<IOException>(() => LongCtxFiles.ReadText(big))!;
+            Assert.That(e.Message, Does.Contain("larger than 16 MiB"));
+            File.WriteAllText(big, "{\"max_position_embeddings\": 256}");
+            Assert.That(LongCtxFiles.ReadText(big), Does.Contain("256"));
+            if (File.Exists("/dev/zero"))
+            {
+                var link = Path.Combine(dir, "longctx.json");
+                File.CreateSymbolicLink(link, "/dev/zero");
+                Assert.Throws<IOException>(() => LongCtxManifest.Read(link));
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

@@ -32,7 +32,7 @@ public sealed record ModelConfig(
         if (modelPath is null) return null;
         var p = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(modelPath)) ?? ".", FileName);
         if (!File.Exists(p)) return null;
-        try { return Parse(File.ReadAllText(p), p); }
+        try { return Parse(LongCtx.Contract.LongCtxFiles.ReadText(p), p); }
         catch (JsonException) { return null; }
     }
 
@@ -40,8 +40,9 @@ public sealed record ModelConfig(
     public static ModelConfig Load(string path)
     {
         if (!File.Exists(path)) throw new ArgumentException($"{path} not found");
-        try { return Parse(File.ReadAllText(path), path); }
+        try { return Parse(LongCtx.Contract.LongCtxFiles.ReadText(path), path); }
         catch (JsonException e) { throw new ArgumentException($"{path} is not valid JSON ({e.Message})", e); }
+        catch (IOException e) { throw new ArgumentException(e.Message, e); }
     }
 
     /// <summary>Parses config.json text. A JSON value that is not an object gives a config with every field null.</summary>
