@@ -14,7 +14,7 @@ case "$mode" in afl|random) ;; *) echo "fuzz/run.sh: mode must be afl or random 
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$here/.work"
 bin="$work/bin"
-rm -rf "$bin" "$work/corpus"
+rm -rf "$bin" "$work/bin-afl" "$work/corpus"
 mkdir -p "$work"
 echo "fuzz: publishing the harness to $bin"
 nice -n 19 dotnet publish "$here/LongCtx.Fuzz/LongCtx.Fuzz.csproj" -c Release -o "$bin" -nologo -v quiet -p:LongCtxSkipCustomOps=true >/dev/null
@@ -39,13 +39,16 @@ if [ ! -x "$tools/sharpfuzz" ]; then
   echo "fuzz: installing the SharpFuzz.CommandLine tool into $tools"
   dotnet tool install SharpFuzz.CommandLine --version 2.3.0 --tool-path "$tools" >/dev/null
 fi
-# instrument the code under test (not the harness, SharpFuzz itself or the BCL)
-for dll in LongCtx.Compiler.dll LongCtx.Contract.dll; do "$tools/sharpfuzz" "$bin/$dll" >/dev/null; done
+# instrument a copy of the code under test (not the harness, SharpFuzz itself or the BCL); the random driver keeps the
+# plain build: instrumented code writes afl's shared-memory map, which only exists under afl-fuzz
+afl_bin="$work/bin-afl"
+rm -rf "$afl_bin"; cp -r "$bin" "$afl_bin"
+for dll in LongCtx.Compiler.dll LongCtx.Contract.dll; do "$tools/sharpfuzz" "$afl_bin/$dll" >/dev/null; done
 rm -rf "$work/findings"
 echo "fuzz: afl-fuzz for ${seconds}s (findings in $work/findings)"
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1 AFL_QUIET=1
 set +e
-nice -n 19 afl-fuzz -i "$work/corpus" -o "$work/findings" -t 10000 -m none -V "$seconds" -- dotnet "$bin/LongCtx.Fuzz.dll" afl > "$work/afl.log" 2>&1
+nice -n 19 afl-fuzz -i "$work/corpus" -o "$work/findings" -t 10000 -m none -V "$seconds" -- dotnet "$afl_bin/LongCtx.Fuzz.dll" afl > "$work/afl.log" 2>&1
 rc=$?
 set -e
 stats="$work/findings/default/fuzzer_stats"

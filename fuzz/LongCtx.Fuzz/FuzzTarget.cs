@@ -18,14 +18,18 @@ namespace LongCtx.Fuzz;
 public static class FuzzTarget
 {
     /// <summary>What one input did: "ok", or the refusal class (the CLI's one-line errors) that stopped it.</summary>
-    public static string Run(byte[] data)
+    public static string Run(byte[] data) => Run(data, out _);
+
+    /// <summary>As <see cref="Run(byte[])"/>, with the last refusal's message (what lcc would print after "lcc: error: ").</summary>
+    public static string Run(byte[] data, out string? message)
     {
+        message = null;
         Model m;
         try { m = OnnxReader.FromBytes(data, "fuzz.onnx"); }
-        catch (Exception e) when (IsRefusal(e)) { return "refused by the reader: " + e.GetType().Name; }
+        catch (Exception e) when (IsRefusal(e)) { message = e.Message; return "refused by the reader: " + e.GetType().Name; }
         string outcome = "ok";
         try { Verifier.Verify(m); }
-        catch (Exception e) when (IsRefusal(e)) { outcome = "refused by the verifier: " + e.GetType().Name; }
+        catch (Exception e) when (IsRefusal(e)) { message = e.Message; outcome = "refused by the verifier: " + e.GetType().Name; }
         try
         {
             // lcc inspect does not verify first: it describes whatever the reader accepted
@@ -36,7 +40,7 @@ public static class FuzzTarget
             card ??= ArchitectureCard.FromModelIo(m, out _);
             if (card is not null) _ = card.ToText() + CostModel.Compute(card, new CostOptions()).ToText();
         }
-        catch (Exception e) when (IsRefusal(e)) { return outcome + "; inspect refused: " + e.GetType().Name; }
+        catch (Exception e) when (IsRefusal(e)) { message = e.Message; return outcome + "; inspect refused: " + e.GetType().Name; }
         return outcome;
     }
 

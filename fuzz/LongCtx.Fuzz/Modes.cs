@@ -7,7 +7,7 @@ internal static class Modes
 {
     public static int Usage()
     {
-        Console.Error.WriteLine("usage: LongCtx.Fuzz afl | random SECONDS CORPUS_DIR FINDINGS_DIR [SEED] | seeds OUT_DIR | repro FILE...");
+        Console.Error.WriteLine("usage: LongCtx.Fuzz afl | random SECONDS CORPUS_DIR FINDINGS_DIR [SEED] | seeds OUT_DIR | repro FILE... | minimize IN OUT");
         return 2;
     }
 

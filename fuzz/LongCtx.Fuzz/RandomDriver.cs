@@ -8,7 +8,8 @@ namespace LongCtx.Fuzz;
 /// <see cref="FuzzTarget.Run"/> (the same entry point afl++ drives). Mutations (after AFL's havoc stage): bit flips,
 /// interesting byte values (0, 1, 0x7f, 0x80, 0xff), little-endian interesting integers (-1, 2^31-1, 2^63-1, 2^32),
 /// protobuf varint rewrites (a random varint replaced by a huge or zero one), chunk deletion, duplication, and splicing
-/// two corpus inputs. Inputs that raise a new outcome are added to the corpus. A finding (an exception that is not a
+/// two corpus inputs. Inputs that raise a new outcome are added to the corpus (and the first of each refusal is saved
+/// as OUT/outcome-HASH.onnx with the one-line message it gets, to judge the message). A finding (an exception that is not a
 /// CLI refusal) is saved as OUT/crash-TYPE-HASH.onnx, one per distinct (type, top frame); an input that runs over 10 s
 /// is saved as OUT/hang-HASH.onnx and ends the run (the stuck thread cannot be stopped in process).
 /// </summary>
@@ -37,11 +38,11 @@ internal static class RandomDriver
                 current = Mutate(rng, corpus);
                 Interlocked.Exchange(ref lastStart, Stopwatch.GetTimestamp());
                 string outcome;
-                try { outcome = FuzzTarget.Run(current); }
+                string? message = null;
+                try { outcome = FuzzTarget.Run(current, out message); }
                 catch (Exception e)
                 {
-                    string top = new StackTrace(e).GetFrames().FirstOrDefault(f => f.GetMethod()?.DeclaringType?.Namespace?.StartsWith("LongCtx", StringComparison.Ordinal) == true)?.GetMethod() is { } m ? $"{m.DeclaringType!.Name}.{m.Name}" : "?";
-                    outcome = $"FINDING {e.GetType().Name} at {top}";
+                    outcome = "FINDING " + Minimizer.Describe(e);
                     if (!findings.ContainsKey(outcome))
                     {
                         var file = Path.Combine(outDir, $"crash-{e.GetType().Name}-{Hash(current)}.onnx");
@@ -50,7 +51,17 @@ internal static class RandomDriver
                     }
                     findings[outcome] = findings.GetValueOrDefault(outcome) + 1;
                 }
-                if (!outcomes.ContainsKey(outcome) && corpus.Count < 4096) corpus.Add(current);
+                if (!outcomes.ContainsKey(outcome))
+                {
+                    if (corpus.Count < 4096) corpus.Add(current);
+                    // the first input of each outcome, with what lcc would print: refusals should read as advice, not .NET internals
+                    if (message is not null)
+                    {
+                        var file = Path.Combine(outDir, $"outcome-{Hash(current)}.onnx");
+                        File.WriteAllBytes(file, current);
+                        Console.WriteLine($"fuzz: new outcome '{outcome}': lcc: error: {message.ReplaceLineEndings(" ")} -> {file}");
+                    }
+                }
                 outcomes[outcome] = outcomes.GetValueOrDefault(outcome) + 1;
                 Interlocked.Increment(ref execs);
             }

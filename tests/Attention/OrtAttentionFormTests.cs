@@ -187,6 +187,16 @@ public sealed class OrtAttentionFormTests
             }
             Assert.That(got, Is.EqualTo(want));
 
+            // lcc compile unpacks the cache; the compiled folder runs on the standard concat contract with the same tokens
+            var compiled = Path.Combine(dir, "compiled");
+            LongCtx.Compiler.CompileJob.Run(path, compiled, Pipelines.Instantiate(Pipelines.Default), new LongCtx.Compiler.CompileOptions { Force = true });
+            using (var cm = LongCtxModel.Load(compiled, RuntimeOptions.Default with { ExecutionProvider = ExecutionProviderKind.Cpu, Log = _ => { } }))
+            using (var cg = cm.CreateGenerator())
+            {
+                Assert.That(cm.Contract.CacheKind, Is.EqualTo(KvCacheKind.Concat));
+                Assert.That(cg.Generate(prompt, new GenerationOptions { MaxNewTokens = 6, Chunk = 4 }), Is.EqualTo(want));
+            }
+
             var (o, e) = (Console.Out, Console.Error);
             var stdout = new StringWriter(); var stderr = new StringWriter();
             Console.SetOut(stdout); Console.SetError(stderr);

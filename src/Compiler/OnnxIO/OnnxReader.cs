@@ -286,7 +286,10 @@ public static class OnnxReader
             case P.AttributeProto.Types.AttributeType.Strings:
                 if (ap.Strings.Any(s => !IsUtf8(s))) return new Attr(ap.Name, AttrKind.Opaque, ap.Clone());
                 return Attr.Strings(ap.Name, ap.Strings.Select(s => s.ToStringUtf8()));
-            case P.AttributeProto.Types.AttributeType.Tensor: return Attr.TensorValue(ap.Name, ReadTensor(ap.T, ctx));
+            case P.AttributeProto.Types.AttributeType.Tensor:
+                // found by the fuzzer (tests/Fuzz/inputs): a TENSOR attribute whose tensor is absent
+                if (ap.T is null) throw new ModelFormatException($"{ctx.File}: attribute '{ap.Name}' of node '{n.Name}' ({n.OpType}) has type TENSOR but no tensor; the file is damaged or was written wrongly: re-export the model");
+                return Attr.TensorValue(ap.Name, ReadTensor(ap.T, ctx));
             case P.AttributeProto.Types.AttributeType.Tensors: return new Attr(ap.Name, AttrKind.Tensors, ap.Tensors.Select(t => ReadTensor(t, ctx)).ToImmutableArray());
             case P.AttributeProto.Types.AttributeType.Graph: return Attr.GraphValue(ap.Name, ReadSubgraph(ap.G, g, n, scope, ctx));
             case P.AttributeProto.Types.AttributeType.Graphs: return new Attr(ap.Name, AttrKind.Graphs, ap.Graphs.Select(sg => ReadSubgraph(sg, g, n, scope, ctx)).ToImmutableArray());
