@@ -164,9 +164,10 @@ void CheckMatchesReference(Ctx& ctx, const SparseCase& c, ThreadPool* pool, doub
   } else {
     CHECK_MSG(ctx, Selected(r) < causal, "%s: a small budget selected every causal key", c.name.c_str());
   }
-  if (c.expect == 's' && c.pattern != LONGCTX_LA_TRISHAPE)
-    CHECK_MSG(ctx, r.stats.keys_selected == Selected(r),
-              "%s: stats.keys_selected %lld, mask %lld", c.name.c_str(), static_cast<long long>(r.stats.keys_selected),
+  if (c.expect == 's')
+    CHECK_MSG(ctx, r.stats.keys_selected == Selected(r) && r.stats.keys_causal == causal,
+              "%s: stats.keys_selected %lld (causal %lld), mask %lld", c.name.c_str(),
+              static_cast<long long>(r.stats.keys_selected), static_cast<long long>(r.stats.keys_causal),
               static_cast<long long>(Selected(r)));
 }
 

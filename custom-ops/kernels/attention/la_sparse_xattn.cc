@@ -42,16 +42,22 @@ void BuildXattnBlock(const Plan& plan, const Table& table, int64_t b, int64_t kv
     for (int64_t r = 0; r < M; ++r) std::memcpy(sc.data() + r * W + w0, s.data() + r * kBlockK, sizeof(float) * bw);
   }
   std::vector<double> mass(static_cast<size_t>(nkb), 0.0);
+  const int64_t per_block = kBlockK / stride;  // reshaped keys per key block
   double all = 0.0;
   for (int64_t r = 0; r < M; ++r) {
     const int64_t u = r % U;
     const int64_t wn = std::min(W, (c0 + u * stride + stride - 1) / stride + 1);  // w s <= last query of the group
-    const float* x = sc.data() + r * W;
+    float* x = sc.data() + r * W;
     float mx = -INFINITY;
     for (int64_t w = 0; w < wn; ++w) mx = std::max(mx, x[w]);
-    double sum = 0.0;
-    for (int64_t w = 0; w < wn; ++w) sum += std::exp(static_cast<double>(x[w] - mx));
-    for (int64_t w = 0; w < wn; ++w) mass[static_cast<size_t>(w * stride / kBlockK)] += std::exp(static_cast<double>(x[w] - mx)) / sum;
+    float sum = 0.f;
+    for (int64_t w = 0; w < wn; ++w) sum += (x[w] = std::exp(x[w] - mx));
+    const float inv = 1.f / sum;
+    for (int64_t w0 = 0; w0 < wn; w0 += per_block) {
+      float acc = 0.f;
+      for (int64_t w = w0; w < std::min(wn, w0 + per_block); ++w) acc += x[w];
+      mass[static_cast<size_t>(w0 / per_block)] += acc * inv;
+    }
     all += 1.0;
   }
 

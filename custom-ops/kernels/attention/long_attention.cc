@@ -250,7 +250,7 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
   const double base_scale = p.scale != 0.f ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
 
   std::vector<std::unique_ptr<Pattern>>& patterns = prep.patterns;
-  std::vector<char> needs_index(static_cast<size_t>(B), 0);
+  std::vector<char> needs_index(static_cast<size_t>(B), 0), trishape_on(static_cast<size_t>(B), 0);
   plan.batch.resize(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
@@ -281,6 +281,7 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
         } else if (p.pattern == LONGCTX_LA_TRISHAPE) {
           pat = MakeTrishape(p.sink, p.window, p.sparse.last, bi.total, &err);
           prep.stats.sparse_heads += p.kv_num_heads;
+          trishape_on[static_cast<size_t>(b)] = 1;
         } else {
           pat = MakeDense();
           needs_index[static_cast<size_t>(b)] = 1;
@@ -334,6 +335,15 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t_est).count();
   for (int64_t b = 0; b < B; ++b) {
     const BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
+    if (trishape_on[static_cast<size_t>(b)]) {  // the spans of one row are exact for trishape
+      for (int64_t i = 0; i < S; ++i) {
+        Span sp[3];
+        const int64_t q = bi.past + i;
+        const int n = bi.pattern->spans(q, q + 1, sp);
+        for (int si = 0; si < n; ++si) prep.stats.keys_selected += Hkv * (std::min(sp[si].k1, bi.total) - sp[si].k0);
+        prep.stats.keys_causal += Hkv * (q + 1);
+      }
+    }
     if (bi.sparse == nullptr) continue;
     for (int64_t kvh = 0; kvh < Hkv; ++kvh)
       for (int64_t blk = 0; blk < nblocks; ++blk) {
