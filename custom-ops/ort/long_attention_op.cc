@@ -69,12 +69,14 @@ struct Config {
 // min_len: below it a call runs dense (README: chosen by measurement with longctx_kernel_bench / lcc bench).
 longctx_la_sparse SparseDefaults(longctx_la_pattern pattern) {
   longctx_la_sparse s{};
-  s.min_len = pattern == LONGCTX_LA_TRISHAPE ? 2048 : 8192;
+  s.min_len = pattern == LONGCTX_LA_TRISHAPE || pattern == LONGCTX_LA_BLOCK ? 2048 : 8192;
   s.vertical = 1000;
   s.slash = 4096;
   s.threshold = 0.9f;
   s.stride = 8;
   s.last = 64;
+  s.local_blocks = 16;
+  s.vert_stride = 8;
   return s;
 }
 
@@ -101,12 +103,14 @@ Config ReadConfig(const OrtKernelInfo* info) {
   else if (pattern == "trishape") c.pattern = LONGCTX_LA_TRISHAPE;
   else if (pattern == "vslash") c.pattern = LONGCTX_LA_VSLASH;
   else if (pattern == "xattn") c.pattern = LONGCTX_LA_XATTN;
-  else Fail("unknown pattern '" + pattern + "' (valid: dense, streaming, dca, trishape, vslash, xattn)");
+  else if (pattern == "block") c.pattern = LONGCTX_LA_BLOCK;
+  else Fail("unknown pattern '" + pattern + "' (valid: dense, streaming, dca, trishape, vslash, xattn, block)");
 
   // Pattern attributes: required by their pattern(s), rejected by the others. Owners are bit masks.
   constexpr unsigned kStreaming = 1u << LONGCTX_LA_STREAMING, kDca = 1u << LONGCTX_LA_DCA;
   constexpr unsigned kTri = 1u << LONGCTX_LA_TRISHAPE, kVs = 1u << LONGCTX_LA_VSLASH, kXa = 1u << LONGCTX_LA_XATTN;
-  const bool sparse = ((kTri | kVs | kXa) >> c.pattern) & 1u;
+  constexpr unsigned kBlk = 1u << LONGCTX_LA_BLOCK;
+  const bool sparse = ((kTri | kVs | kXa | kBlk) >> c.pattern) & 1u;
   if (sparse) {
     c.sparse = SparseDefaults(c.pattern);
     c.sink = 64;
@@ -116,13 +120,15 @@ Config ReadConfig(const OrtKernelInfo* info) {
   const PatternAttr attrs[] = {
       {"sink", kStreaming | kTri, &c.sink, false},             {"window", kStreaming | kTri, &c.window, c.pattern == LONGCTX_LA_STREAMING},
       {"chunk_size", kDca, &c.chunk_size, true},               {"local_size", kDca, &c.local_size, true},
-      {"trained_context", kDca, &c.trained_context, false},    {"min_len", kTri | kVs | kXa, &c.sparse.min_len, false},
+      {"trained_context", kDca, &c.trained_context, false},    {"min_len", kTri | kVs | kXa | kBlk, &c.sparse.min_len, false},
       {"last", kTri, &c.sparse.last, false},                   {"vertical", kVs, &c.sparse.vertical, false},
       {"slash", kVs, &c.sparse.slash, false},                  {"stride", kXa, &c.sparse.stride, false},
+      {"local_blocks", kBlk, &c.sparse.local_blocks, false},   {"vert_stride", kBlk, &c.sparse.vert_stride, false},
   };
   const char* kOwnersText =
       "' (dense: none; streaming: sink, window; dca: chunk_size, local_size, trained_context; trishape: sink, window, "
-      "last, min_len; vslash: vertical, slash, min_len; xattn: threshold, stride, min_len)";
+      "last, min_len; vslash: vertical, slash, min_len; xattn: threshold, stride, min_len; block: local_blocks, vert_stride, "
+      "min_len)";
   for (const PatternAttr& a : attrs) {
     const bool owned = (a.owners >> c.pattern) & 1u;
     const bool present = TryInt(info, a.name, a.slot);
@@ -140,8 +146,9 @@ Config ReadConfig(const OrtKernelInfo* info) {
     if (present) c.sparse.threshold = threshold;
   }
   if (sparse && (c.sparse.min_len < 0 || c.sparse.vertical < 0 || c.sparse.slash < 0 || c.sparse.last < 0 ||
-                 c.sink < 0 || c.window < 1))
-    Fail("pattern '" + pattern + "': min_len, vertical, slash, last and sink must be >= 0 and window >= 1");
+                 c.sink < 0 || c.window < 1 || c.sparse.local_blocks < 1 || c.sparse.vert_stride < 1))
+    Fail("pattern '" + pattern + "': min_len, vertical, slash, last and sink must be >= 0, window, local_blocks and "
+         "vert_stride >= 1");
   if (c.pattern == LONGCTX_LA_XATTN && !(c.sparse.threshold > 0.f && c.sparse.threshold <= 1.f))
     Fail("xattn threshold must be in (0, 1], got " + std::to_string(c.sparse.threshold));
   if (c.pattern == LONGCTX_LA_XATTN && (c.sparse.stride < 1 || 64 % c.sparse.stride != 0))
@@ -334,6 +341,7 @@ struct LongAttentionKernel {
       case LONGCTX_LA_TRISHAPE: return "trishape";
       case LONGCTX_LA_VSLASH: return "vslash";
       case LONGCTX_LA_XATTN: return "xattn";
+      case LONGCTX_LA_BLOCK: return "block";
       default: return "dense";
     }
   }

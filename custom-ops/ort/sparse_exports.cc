@@ -31,7 +31,8 @@ struct Threads {
 longctx_la_pattern PatternOf(const char* pattern) {
   const std::string name = pattern != nullptr ? pattern : "";
   return name == "trishape" ? LONGCTX_LA_TRISHAPE : name == "vslash" ? LONGCTX_LA_VSLASH
-       : name == "xattn" ? LONGCTX_LA_XATTN : name == "dense" ? LONGCTX_LA_DENSE : static_cast<longctx_la_pattern>(-1);
+       : name == "xattn" ? LONGCTX_LA_XATTN : name == "block" ? LONGCTX_LA_BLOCK
+       : name == "dense" ? LONGCTX_LA_DENSE : static_cast<longctx_la_pattern>(-1);
 }
 
 // One float32 prefill call (batch 1, no past) with its present and output buffers.
@@ -65,8 +66,8 @@ extern "C" LONGCTX_EXPORT int LongCtxLaSparseMask(const char* pattern, int64_t S
                                                   const float* q, const float* k, const float* v, const float* cos,
                                                   const float* sin, int64_t max_pos, int64_t min_len, int64_t vertical,
                                                   int64_t slash, float threshold, int64_t stride, int64_t sink,
-                                                  int64_t window, int64_t last, uint8_t* mask, char* err, size_t err_len) {
-  Prefill call(pattern, S, H, Hkv, D, q, k, v, cos, sin, max_pos, {min_len, vertical, slash, threshold, stride, last}, sink, window);
+                                                  int64_t window, int64_t last, int64_t local_blocks, int64_t vert_stride, uint8_t* mask, char* err, size_t err_len) {
+  Prefill call(pattern, S, H, Hkv, D, q, k, v, cos, sin, max_pos, {min_len, vertical, slash, threshold, stride, last, local_blocks, vert_stride}, sink, window);
   return static_cast<int>(longctx_la_sparse_mask(&call.p, mask, err, err_len));
 }
 
@@ -75,9 +76,9 @@ extern "C" LONGCTX_EXPORT int LongCtxLaSparseStats(const char* pattern, int64_t 
                                                    const float* q, const float* k, const float* v, const float* cos,
                                                    const float* sin, int64_t max_pos, int64_t min_len, int64_t vertical,
                                                    int64_t slash, float threshold, int64_t stride, int64_t sink,
-                                                   int64_t window, int64_t last, int threads, int64_t* stats, char* err,
+                                                   int64_t window, int64_t last, int64_t local_blocks, int64_t vert_stride, int threads, int64_t* stats, char* err,
                                                    size_t err_len) {
-  Prefill call(pattern, S, H, Hkv, D, q, k, v, cos, sin, max_pos, {min_len, vertical, slash, threshold, stride, last}, sink, window);
+  Prefill call(pattern, S, H, Hkv, D, q, k, v, cos, sin, max_pos, {min_len, vertical, slash, threshold, stride, last, local_blocks, vert_stride}, sink, window);
   Threads pool{threads > 0 ? threads : 1};
   call.p.parallel_for = &Threads::For; call.p.executor = &pool; call.p.num_threads_hint = pool.n;
   longctx_la_stats st{};

@@ -25,7 +25,8 @@ struct SparseCase {
   longctx_la_pattern pattern = LONGCTX_LA_VSLASH;
   int64_t S = 256, H = 4, Hkv = 2, D = 32, past = 0;
   bool rotary = true;
-  longctx_la_sparse sparse{/*min_len*/ 0, /*vertical*/ 8, /*slash*/ 8, /*threshold*/ 0.5f, /*stride*/ 8, /*last*/ 16};
+  longctx_la_sparse sparse{/*min_len*/ 0, /*vertical*/ 8, /*slash*/ 8, /*threshold*/ 0.5f, /*stride*/ 8, /*last*/ 16,
+                           /*local_blocks*/ 2, /*vert_stride*/ 3};
   int64_t sink = 4, window = 32;
   // Which way the call must go: 's'parse, 'g'ated or 'c'overed.
   char expect = 's';
@@ -247,6 +248,11 @@ void SparseAttentionTests(Ctx& ctx) {
   tri.pattern = LONGCTX_LA_TRISHAPE; tri.S = 300; tri.sink = 5; tri.window = 40; tri.sparse.last = 37;
   CheckMatchesReference(ctx, tri, &pool, 2e-5, false);
 
+  SparseCase blk;
+  blk.name = "block_local2_stride3_chunk_with_past";
+  blk.pattern = LONGCTX_LA_BLOCK; blk.past = 100; blk.S = 400;
+  CheckMatchesReference(ctx, blk, &pool, 2e-5, false);
+
   // Budgets that select every key (but are not larger than the sequence): the sparse walk == dense.
   SparseCase va = vs;
   va.name = "vslash_all_columns"; va.sparse.vertical = va.S - 30; va.sparse.slash = 0;
@@ -257,6 +263,9 @@ void SparseAttentionTests(Ctx& ctx) {
   SparseCase xall = xa;
   xall.name = "xattn_threshold_1"; xall.sparse.threshold = 1.f;
   CheckMatchesReference(ctx, xall, &pool, 1e-5, true);
+  SparseCase ball = blk;
+  ball.name = "block_vert_stride_1"; ball.sparse.vert_stride = 1;  // every key block
+  CheckMatchesReference(ctx, ball, &pool, 1e-5, true);
   SparseCase tall = tri;
   tall.name = "trishape_all_rows_dense"; tall.sparse.last = tall.S;
   CheckMatchesReference(ctx, tall, &pool, 1e-5, true);

@@ -4,7 +4,7 @@ using LongCtx.Compiler;
 namespace LongCtx.Passes.Attention;
 
 /// <summary>The attention patterns of <c>longctx.LongAttention</c> (the op's <c>pattern</c> attribute).</summary>
-public enum AttentionPattern { Dense, Streaming, Dca, Trishape, Vslash, Xattn }
+public enum AttentionPattern { Dense, Streaming, Dca, Trishape, Vslash, Xattn, Block }
 
 /// <summary>
 /// What <c>lower-attention</c> lowers to: the pattern, its parameters (explicit or derived from the trained context) and
@@ -30,6 +30,7 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
         ["trishape"] = SparsePrefill.Keys["trishape"],
         ["vslash"] = SparsePrefill.Keys["vslash"],
         ["xattn"] = SparsePrefill.Keys["xattn"],
+        ["block"] = SparsePrefill.Keys["block"],
     };
 
     /// <summary>The sparse prefill settings (trishape, vslash, xattn), else null.</summary>
@@ -106,7 +107,7 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
                     throw new CompileException($"{model}: --attention dca: local={local} must be in [1, chunk) = [1, {chunk})");
                 return new(AttentionPattern.Dca, 0, 0, chunk, local, layers, t, context, said);
             }
-            case "trishape" or "vslash" or "xattn":
+            case "trishape" or "vslash" or "xattn" or "block":
                 return SparsePrefill.Parse(pattern, options, Int, layers, trainedCtx, context, model);
             default:
                 return new(AttentionPattern.Dense, 0, 0, 0, 0, layers, trainedCtx, context, null);

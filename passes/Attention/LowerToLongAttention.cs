@@ -103,7 +103,7 @@ public sealed partial class LowerToLongAttention : IPass
             ["pattern"] = La.Is(b.Match.Anchor) ? b.Match.Anchor.StringAttr("pattern", "dense") : null,
             ["kept"] = La.Is(b.Match.Anchor) ? null : kept.GetValueOrDefault(b.Layer) ?? (s.Applies(b.Layer) ? null : "not selected (layers=)"),
         }).ToList();
-        if (s.Sparse is { } sp) SparsePrefillRecord.Add(attention, s, sp);
+        if (s.Sparse is { } sp) SparsePrefillRecord.Add(attention, s, sp, ctx);
         rt["attention"] = attention;
 
         var nodes = model.Graph.Nodes;

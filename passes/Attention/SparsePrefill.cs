@@ -14,6 +14,9 @@ namespace LongCtx.Passes.Attention;
 /// <item><c>vslash</c> (MInference, Jiang et al. 2024, arXiv:2407.02490): from the last 64 queries, the first 30 columns
 /// and last 100 diagonals plus the top <c>vertical</c> columns and top <c>slash</c> diagonals; per query block the
 /// diagonals become contiguous key ranges and the columns outside them are gathered.</item>
+/// <item><c>block</c>: a static layout of 64-key blocks, Phi-3-small's local + vertical stride (query block qb attends
+/// key block j &lt;= qb iff qb - j &lt; <c>local</c> or (j + 1) mod <c>vert_stride</c> = 0); every layer runs it on
+/// longctx.LongAttention (see <see cref="SparsePrefillRecord"/> for why not com.microsoft.SparseAttention).</item>
 /// <item><c>xattn</c> (XAttention, Xu et al. 2025, arXiv:2503.16428): antidiagonal block scores at <c>stride</c>, block 64;
 /// each query block keeps the fewest key blocks reaching <c>threshold</c> of its mass, plus the first and diagonal.</item>
 /// </list>
@@ -22,12 +25,14 @@ namespace LongCtx.Passes.Attention;
 /// min_len 8192 for vslash / xattn (MInference is slower than dense near 10k on GPU; on CPU the estimate costs one
 /// 64-row block per head) and 2048 for trishape (no estimate); re-measure with <c>AttentionKernelBench.SparsePrefill</c>.
 /// </summary>
-public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double Threshold, int Stride, int Last)
+public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double Threshold, int Stride, int Last, int LocalBlocks = SparsePrefill.DefaultLocalBlocks,
+    int VertStride = SparsePrefill.DefaultVertStride)
 {
     public const int DefaultTriSink = 64, DefaultTriWindow = 1024, DefaultLast = 64;
     public const int DefaultVertical = 1000, DefaultSlash = 4096, DefaultStride = 8;
     public const double DefaultThreshold = 0.9;
     public const int DefaultMinLen = 8192, DefaultTriMinLen = 2048;
+    public const int DefaultLocalBlocks = 16, DefaultVertStride = 8;
     /// <summary>Columns and diagonals vslash always keeps (MInference), on top of the budgets.</summary>
     public const int VslashSinkCols = 30, VslashLocalDiags = 100;
 
@@ -37,6 +42,7 @@ public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double T
         ["trishape"] = ["sink", "window", "last", "min_len", "layers"],
         ["vslash"] = ["vertical", "slash", "min_len", "layers"],
         ["xattn"] = ["threshold", "stride", "min_len", "layers"],
+        ["block"] = ["local", "vert_stride", "min_len", "layers"],
     };
 
     /// <summary>Reads a sparse pattern's options (Int: the non-negative integer option or null).</summary>
@@ -50,11 +56,17 @@ public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double T
             throw new CompileException($"{where}: threshold={ts} must be a number in (0, 1], e.g. threshold=0.9");
         int stride = Int("stride") ?? DefaultStride;
         if (stride < 1 || 64 % stride != 0) throw new CompileException($"{where}: stride={stride} must divide the block of 64 (e.g. stride=8 or 16)");
-        int minLen = Int("min_len") ?? (pattern == "trishape" ? DefaultTriMinLen : DefaultMinLen);
-        var sp = new SparsePrefill(minLen, Int("vertical") ?? DefaultVertical, Int("slash") ?? DefaultSlash, threshold, stride, Int("last") ?? DefaultLast);
+        int minLen = Int("min_len") ?? (pattern is "trishape" or "block" ? DefaultTriMinLen : DefaultMinLen);
+        var sp = new SparsePrefill(minLen, Int("vertical") ?? DefaultVertical, Int("slash") ?? DefaultSlash, threshold, stride, Int("last") ?? DefaultLast,
+            Int("local") ?? DefaultLocalBlocks, Int("vert_stride") ?? DefaultVertStride);
+        if (pattern == "block" && (sp.LocalBlocks < 1 || sp.VertStride < 1))
+            throw new CompileException($"{where}: local={sp.LocalBlocks} and vert_stride={sp.VertStride} must be at least 1");
         int sink = Int("sink") ?? DefaultTriSink, window = Int("window") ?? DefaultTriWindow;
         if (pattern == "trishape" && window < 1) throw new CompileException($"{where}: window={window} must be at least 1");
-        var p = pattern switch { "trishape" => AttentionPattern.Trishape, "vslash" => AttentionPattern.Vslash, _ => AttentionPattern.Xattn };
+        var p = pattern switch
+        {
+            "trishape" => AttentionPattern.Trishape, "vslash" => AttentionPattern.Vslash, "block" => AttentionPattern.Block, _ => AttentionPattern.Xattn,
+        };
         string said = $"{pattern}: {sp.Describe(p, sink, window)} (unset options are defaults; prompts under {minLen} tokens and decode run dense)";
         return new LongAttentionSettings(p, pattern == "trishape" ? sink : 0, pattern == "trishape" ? window : 0, 0, 0, layers, trained, context, said) { Sparse = sp };
     }
@@ -64,6 +76,7 @@ public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double T
     {
         AttentionPattern.Trishape => $"sink={sink} window={window} last={Last} min_len={MinLen}",
         AttentionPattern.Vslash => $"vertical={Vertical} slash={Slash} min_len={MinLen}",
+        AttentionPattern.Block => $"local={LocalBlocks} vert_stride={VertStride} min_len={MinLen}",
         _ => $"threshold={Threshold.ToString(CultureInfo.InvariantCulture)} stride={Stride} min_len={MinLen}",
     };
 
@@ -86,6 +99,10 @@ public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double T
                 yield return Attr.Float("threshold", (float)Threshold);
                 yield return Attr.Int("stride", Stride);
                 break;
+            case AttentionPattern.Block:
+                yield return Attr.Int("local_blocks", LocalBlocks);
+                yield return Attr.Int("vert_stride", VertStride);
+                break;
         }
     }
 
@@ -102,6 +119,8 @@ public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double T
         {
             AttentionPattern.Vslash => Math.Min(1.0, L * (VslashSinkCols + Vertical + VslashLocalDiags + Slash + 64) / causal),
             AttentionPattern.Trishape => Math.Min(1.0, ((L - Math.Min(Last, L)) * Math.Min(L, sink + window) + Math.Min(Last, L) * L) / causal),
+            // per row: the local blocks plus one block in vert_stride of the rest (on average half the row)
+            AttentionPattern.Block => Math.Min(1.0, L * (64.0 * LocalBlocks + L / 2 / VertStride) / causal),
             _ => null,
         };
     }

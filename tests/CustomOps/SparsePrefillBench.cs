@@ -12,7 +12,7 @@ namespace LongCtx.Tests.CustomOps;
 
 /// <summary>
 /// Sparse prefill (issue 10) side by side: one attention layer's prefill as single-node ONNX models on the ORT CPU EP,
-/// com.microsoft.GroupQueryAttention vs longctx.LongAttention dense vs trishape / vslash / xattn (all with RoPE inside,
+/// com.microsoft.GroupQueryAttention vs longctx.LongAttention dense vs trishape / vslash / xattn / block (all with RoPE inside,
 /// min_len 0), interleaved in one run, on recall-public-shaped (4 layers, 4 q / 2 kv heads x 32) and Llama-shaped
 /// (8 layers, hidden 1024, 16 q / 4 kv heads x 64) attention; model ms = layers x the layer's median. Then, per
 /// pattern, one direct kernel call (LongCtxLaSparseStats) for the density and the share of the call spent estimating.
@@ -30,7 +30,7 @@ public sealed class SparsePrefillBench
     private sealed record Shape(string Name, int Layers, int Hq, int Hkv, int D);
 
     private sealed record Pattern(string Name, AttributeProto[] Attrs, long Vertical = 0, long Slash = 0, float Threshold = 0.9f,
-        long Stride = 8, long Sink = 64, long Window = 1024, long Last = 64);
+        long Stride = 8, long Sink = 64, long Window = 1024, long Last = 64, long LocalBlocks = 16, long VertStride = 8);
 
     private static readonly Shape[] Shapes = [new("recall-public", 4, 4, 2, 32), new("llama-8L-1024", 8, 16, 4, 64)];
 
@@ -40,6 +40,7 @@ public sealed class SparsePrefillBench
         new("trishape", [IntAttr("min_len", 0), IntAttr("sink", 64), IntAttr("window", 1024), IntAttr("last", 64)]),
         new("vslash", [IntAttr("min_len", 0), IntAttr("vertical", 1000), IntAttr("slash", 4096)], Vertical: 1000, Slash: 4096),
         new("xattn", [IntAttr("min_len", 0), FloatAttr("threshold", 0.9f), IntAttr("stride", 8)]),
+        new("block", [IntAttr("min_len", 0), IntAttr("local_blocks", 16), IntAttr("vert_stride", 8)]),
     ];
 
     [Test]
@@ -151,7 +152,7 @@ public sealed class SparsePrefillBench
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate int StatsFn([MarshalAs(UnmanagedType.LPStr)] string pattern, long s, long h, long hkv, long d,
         float[] q, float[] k, float[] v, float[] cos, float[] sin, long maxPos, long minLen, long vertical, long slash,
-        float threshold, long stride, long sink, long window, long last, int threads, long[] stats, byte[] err, nuint errLen);
+        float threshold, long stride, long sink, long window, long last, long localBlocks, long vertStride, int threads, long[] stats, byte[] err, nuint errLen);
 
     private static (long Selected, long Causal, long EstimateNs, long TotalNs) Stats(Shape sh, int len, Data x, Pattern p)
     {
@@ -159,7 +160,7 @@ public sealed class SparsePrefillBench
         var st = new long[7];
         var err = new byte[512];
         int rc = fn(p.Name, len, sh.Hq, sh.Hkv, sh.D, x.Q, x.K, x.V, x.Cos, x.Sin, len, 0, p.Vertical, p.Slash, p.Threshold, p.Stride,
-            p.Sink, p.Window, p.Last, Environment.ProcessorCount, st, err, (nuint)err.Length);
+            p.Sink, p.Window, p.Last, p.LocalBlocks, p.VertStride, Environment.ProcessorCount, st, err, (nuint)err.Length);
         Assert.That(rc, Is.Zero, System.Text.Encoding.UTF8.GetString(err).TrimEnd('\0'));
         return (st[3], st[4], st[5], st[6]);
     }

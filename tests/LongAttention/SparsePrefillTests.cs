@@ -75,7 +75,7 @@ public sealed class SparsePrefillTests
     }
 
     [Test]
-    public void Xattn_And_Trishape_Lower()
+    public void Xattn_Trishape_Block_Lower()
     {
         var m = Builders.Build("gqa", new DecoderConfig(Layers: 2, MaxPositions: 512));
         var r = LowerToLongAttentionTests.Lower(m, ("pattern", "xattn"), ("stride", "16"));
@@ -83,6 +83,13 @@ public sealed class SparsePrefillTests
         Assert.That(la.Select(n => (n.IntAttr("stride", 0), n.FloatAttr("threshold", 0))), Is.All.EqualTo((16L, 0.9f)));
         var rows = (IEnumerable<Dictionary<string, object?>>)((Dictionary<string, object?>)r.RuntimeConfig["attention"]!)["layers"]!;
         Assert.That(rows.Select(x => x["density"]), Is.All.EqualTo("dynamic"));
+
+        var b = Builders.Build("gqa", new DecoderConfig(Layers: 2, MaxPositions: 512));
+        var rb = LowerToLongAttentionTests.Lower(b, ("pattern", "block"), ("local", "4"), ("vert_stride", "2"));
+        Assert.That(b.Graph.Nodes.Where(n => n.OpType == "LongAttention").Select(n => (n.IntAttr("local_blocks", 0), n.IntAttr("vert_stride", 0))),
+            Is.All.EqualTo((4L, 2L)));
+        Assert.That(rb.Passes.Single(p => p.Pass == "lower-attention").Notes,
+            Has.Some.StartsWith("block: layers 0,1 run longctx.LongAttention, none com.microsoft.SparseAttention"));
 
         var t = Builders.Build("gqa", new DecoderConfig(Layers: 2, MaxPositions: 512));
         LowerToLongAttentionTests.Lower(t, ("pattern", "trishape"), ("sink", "8"), ("window", "64"), ("last", "16"));
@@ -120,6 +127,7 @@ public sealed class SparsePrefillTests
     [TestCase("vslash", "slash", 412L, TestName = "Vslash_AllDiagonals_EqualsDense")]
     [TestCase("trishape", "last", 512L, TestName = "Trishape_AllRowsDense_EqualsDense")]
     [TestCase("xattn", "stride", 8L, TestName = "Xattn_Threshold1_EqualsDense")]
+    [TestCase("block", "vert_stride", 1L, TestName = "Block_VertStride1_EqualsDense")]
     public void BudgetSelectingEveryKey_EqualsDense(string pattern, string key, long value)
     {
         var inputs = Inputs(new Random(3));
@@ -135,23 +143,26 @@ public sealed class SparsePrefillTests
     [TestCase("vslash", TestName = "Vslash_SmallBudget_EqualsMaskedReference")]
     [TestCase("xattn", TestName = "Xattn_SmallBudget_EqualsMaskedReference")]
     [TestCase("trishape", TestName = "Trishape_SmallBudget_EqualsMaskedReference")]
+    [TestCase("block", TestName = "Block_Local2Stride3_EqualsMaskedReference")]
     public void SmallBudget_EqualsMaskedReference(string pattern)
     {
         var inputs = Inputs(new Random(5));
         var attrs = new List<AttributeProto> { IntAttr("min_len", 0) };
-        long vertical = 2, slash = 0, stride = 16, sink = 4, window = 24, last = 20;
+        long vertical = 2, slash = 0, stride = 16, sink = 4, window = 24, last = 20, localBlocks = 2, vertStride = 3;
         float threshold = 0.5f;
         attrs.AddRange(pattern switch
         {
             "vslash" => [IntAttr("vertical", vertical), IntAttr("slash", slash)],
             "xattn" => [FloatAttr("threshold", threshold), IntAttr("stride", stride)],
+            "block" => [IntAttr("local_blocks", localBlocks), IntAttr("vert_stride", vertStride)],
             _ => [IntAttr("sink", sink), IntAttr("window", window), IntAttr("last", last)],
         });
         var got = RunOp(pattern, attrs, inputs);
         var mask = new byte[Hkv * S * S];
         var err = new byte[512];
         int rc = Export<SparseMaskFn>("LongCtxLaSparseMask")(pattern, S, Hq, Hkv, D, inputs["query"], inputs["key"], inputs["value"],
-            inputs["cos_cache"], inputs["sin_cache"], MaxPos, 0, vertical, slash, threshold, stride, sink, window, last, mask, err, (nuint)err.Length);
+            inputs["cos_cache"], inputs["sin_cache"], MaxPos, 0, vertical, slash, threshold, stride, sink, window, last, localBlocks, vertStride,
+            mask, err, (nuint)err.Length);
         Assert.That(rc, Is.Zero, Encoding.UTF8.GetString(err).TrimEnd('\0'));
         int selected = mask.Count(x => x == 1), causal = Hkv * S * (S + 1) / 2;
         Assert.That(selected, Is.LessThan(causal * 0.8), "a small budget must leave keys out");
@@ -172,7 +183,7 @@ public sealed class SparsePrefillTests
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate int SparseMaskFn([MarshalAs(UnmanagedType.LPStr)] string pattern, long s, long h, long hkv, long d,
         float[] q, float[] k, float[] v, float[] cos, float[] sin, long maxPos, long minLen, long vertical, long slash,
-        float threshold, long stride, long sink, long window, long last, byte[] mask, byte[] err, nuint errLen);
+        float threshold, long stride, long sink, long window, long last, long localBlocks, long vertStride, byte[] mask, byte[] err, nuint errLen);
 
     private static T Export<T>(string name) where T : Delegate =>
         Marshal.GetDelegateForFunctionPointer<T>(NativeLibrary.GetExport(NativeLibrary.Load(LibPath), name));

@@ -1,6 +1,6 @@
 // Sparse prefill (vslash, xattn): building the per-(batch, kv head) index the tile loop walks.
 // la_sparse_common.cc: query/key loading and range helpers; la_sparse_vslash.cc, la_sparse_xattn.cc:
-// one estimator each. The dot products go through the active ISA's Table::qk.
+// one estimator each; la_sparse_block.cc: the static layout (no estimate). The dot products go through the active ISA's Table::qk.
 //
 // GQA: one index per kv head, from the scores of its G query heads (each softmaxed on its own, then
 // summed), so each K/V tile is still loaded once for all G heads (the tile loop's unit of work).
@@ -26,6 +26,8 @@ int64_t SelectedPairs(const KeySet& set, int64_t c0, int64_t c1);
 // MInference vertical-slash index for (b, kvh).
 void BuildVslash(const Plan& plan, const Table& table, int64_t b, int64_t kvh, int64_t vertical, int64_t slash,
                  SparseIndex* out);
+// The static block layout of batch b (the same for every kv head).
+void BuildBlockLayout(const Plan& plan, int64_t b, int64_t local_blocks, int64_t vert_stride, SparseIndex* out);
 // XAttention key blocks for query block `block` of (b, kvh).
 void BuildXattnBlock(const Plan& plan, const Table& table, int64_t b, int64_t kvh, int64_t block, float threshold,
                      int64_t stride, KeySet* out);

@@ -179,7 +179,8 @@ std::string Validate(const longctx_la_params& p) {
     if (p.rotary_dim < 2 || p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim)
       return "rotary dim (2 * cos_cache.shape[1]) = " + Str(p.rotary_dim) + " must be even and <= head_dim " + Str(p.head_dim);
   }
-  if (p.pattern == LONGCTX_LA_TRISHAPE || p.pattern == LONGCTX_LA_VSLASH || p.pattern == LONGCTX_LA_XATTN) {
+  if (p.pattern == LONGCTX_LA_TRISHAPE || p.pattern == LONGCTX_LA_VSLASH || p.pattern == LONGCTX_LA_XATTN ||
+      p.pattern == LONGCTX_LA_BLOCK) {
     const longctx_la_sparse& sp = p.sparse;
     if (sp.min_len < 0) return "sparse min_len must be >= 0, got " + Str(sp.min_len);
     if (p.pattern == LONGCTX_LA_VSLASH && (sp.vertical < 0 || sp.slash < 0))
@@ -188,6 +189,9 @@ std::string Validate(const longctx_la_params& p) {
       return "xattn threshold must be in (0, 1], got " + std::to_string(sp.threshold);
     if (p.pattern == LONGCTX_LA_XATTN && (sp.stride < 1 || kSparseBlock % sp.stride != 0))
       return "xattn stride must divide 64 (e.g. 8 or 16), got " + Str(sp.stride);
+    if (p.pattern == LONGCTX_LA_BLOCK && (sp.local_blocks < 1 || sp.vert_stride < 1))
+      return "block needs local_blocks >= 1 and vert_stride >= 1 (got local_blocks=" + Str(sp.local_blocks) +
+             ", vert_stride=" + Str(sp.vert_stride) + ")";
   }
   return {};
 }
@@ -199,6 +203,7 @@ bool CoversAll(const longctx_la_params& p, int64_t S, int64_t total) {
   switch (p.pattern) {
     case LONGCTX_LA_TRISHAPE: return p.sink + p.window > total || sp.last > S;
     case LONGCTX_LA_VSLASH: return kVslashSinkCols + sp.vertical > total || kVslashLocalDiags + sp.slash > total;
+    case LONGCTX_LA_BLOCK: return kBlockK * sp.local_blocks > total;
     default: return false;  // xattn's threshold is a share, never larger than the sequence
   }
 }
@@ -270,7 +275,8 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
       case LONGCTX_LA_DCA: pat = MakeDca(p.chunk_size, p.local_size, p.trained_context, bi.total, &err); break;
       case LONGCTX_LA_TRISHAPE:
       case LONGCTX_LA_VSLASH:
-      case LONGCTX_LA_XATTN: {
+      case LONGCTX_LA_XATTN:
+      case LONGCTX_LA_BLOCK: {
         // Length gate, then the budget: a call that would not save anything runs dense.
         const bool gated = S < kSparseBlock || bi.total < p.sparse.min_len;
         const bool covered = !gated && CoversAll(p, S, bi.total);
@@ -288,7 +294,7 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
         }
         break;
       }
-      default: return "unknown pattern " + Str(p.pattern) + " (valid: dense, streaming, dca, trishape, vslash, xattn)";
+      default: return "unknown pattern " + Str(p.pattern) + " (valid: dense, streaming, dca, trishape, vslash, xattn, block)";
     }
     if (!pat) return err;
     if (p.do_rotary) {
@@ -322,6 +328,12 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
       const int64_t b = t / Hkv, kvh = t % Hkv;
       if (needs_index[static_cast<size_t>(b)])
         BuildVslash(plan, *table, b, kvh, p.sparse.vertical, p.sparse.slash, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
+    });
+  } else if (p.pattern == LONGCTX_LA_BLOCK) {
+    ParallelFor(p, B * Hkv, [&](int64_t t) {
+      const int64_t b = t / Hkv, kvh = t % Hkv;
+      if (needs_index[static_cast<size_t>(b)])
+        BuildBlockLayout(plan, b, p.sparse.local_blocks, p.sparse.vert_stride, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
     });
   } else if (p.pattern == LONGCTX_LA_XATTN) {
     ParallelFor(p, B * Hkv * nblocks, [&](int64_t t) {

@@ -10,7 +10,7 @@
 //   dca        Dual Chunk Attention (An et al. 2024, ChunkLlama; vLLM dual_chunk_rope.py /
 //              dual_chunk_flash_attn.py): intra / successive / inter chunk parts with their own
 //              query positions, merged exactly by one online softmax (== log-sum-exp merge);
-//   trishape, vslash, xattn   sparse PREFILL (la_pattern_trishape.cc, la_sparse_*.cc): keys are cached
+//   trishape, vslash, xattn, block   sparse PREFILL (la_pattern_trishape.cc, la_sparse_*.cc): keys are cached
 //              rotated as for dense, so decode and short calls run dense over the same cache (the
 //              length gate `sparse.min_len`, see longctx_la_sparse below).
 //
@@ -44,19 +44,22 @@ typedef enum longctx_la_pattern {
   LONGCTX_LA_DCA = 2,
   LONGCTX_LA_TRISHAPE = 3,  // SCBench tri-shape: sink + local band, dense for the last `last` query rows
   LONGCTX_LA_VSLASH = 4,    // MInference vertical-slash (Jiang et al. 2024), estimated per call
-  LONGCTX_LA_XATTN = 5      // XAttention antidiagonal block selection (Xu et al. 2025), estimated per call
+  LONGCTX_LA_XATTN = 5,     // XAttention antidiagonal block selection (Xu et al. 2025), estimated per call
+  LONGCTX_LA_BLOCK = 6      // static block-sparse layout: local blocks + every vert_stride-th block (Phi-3-small)
 } longctx_la_pattern;
 
 // Sparse prefill settings (patterns trishape, vslash, xattn). A call runs sparse only when it has at
 // least 64 query rows (one estimation block) and total_b >= min_len tokens; otherwise, and when the budget
 // is larger than the sequence (vslash: 30 + vertical > total or 100 + slash > total; trishape: sink + window
-// > total or last > S), it runs dense and says so in longctx_la_stats.
+// > total or last > S; block: 64 local_blocks > total), it runs dense and says so in longctx_la_stats.
 typedef struct longctx_la_sparse {
   int64_t min_len;           // length gate (tokens in the cache after the call)
   int64_t vertical, slash;   // vslash: columns / diagonals kept beyond the first 30 columns and last 100 diagonals
   float threshold;           // xattn: softmax mass each query block keeps (0, 1]
   int64_t stride;            // xattn: antidiagonal stride (divides 64)
   int64_t last;              // trishape: query rows at the end of the call that attend densely (sink, window: above)
+  int64_t local_blocks;      // block: 64-key blocks before and including the diagonal block
+  int64_t vert_stride;       // block: also every key block j with (j + 1) % vert_stride == 0
 } longctx_la_sparse;
 
 // What one call did (written, not accumulated, when params.stats is set).
