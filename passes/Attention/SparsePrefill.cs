@@ -22,8 +22,10 @@ namespace LongCtx.Passes.Attention;
 /// </list>
 /// Defaults: trishape sink 64, window 1024, last 64 (SCBench's tri-shape with A-shape (64, 1024)); vslash vertical 1000,
 /// slash 4096 (one of MInference's candidate budgets, issue 10); xattn threshold 0.9, stride 8 (XAttention's defaults).
-/// min_len 8192 for vslash / xattn (MInference is slower than dense near 10k on GPU; on CPU the estimate costs one
-/// 64-row block per head) and 2048 for trishape (no estimate); re-measure with <c>AttentionKernelBench.SparsePrefill</c>.
+/// min_len by measurement (SparsePrefillBench, one layer, synthetic RoPE inputs, 2-core shared box): xattn ran 0.63-0.91x
+/// dense at 2k-4k and 0.93-1.13x at 8k, vslash's default budget covers every key below ~8k, so both gate at 8192;
+/// trishape and block have no estimate and won from 2k (trishape 1.1-1.3x at 2k, 3-3.8x at 8k), so they gate at 2048.
+/// Re-measure on a quiet box with <c>SparsePrefillBench</c> (its doc comment has the command line).
 /// </summary>
 public sealed record SparsePrefill(int MinLen, int Vertical, int Slash, double Threshold, int Stride, int Last, int LocalBlocks = SparsePrefill.DefaultLocalBlocks,
     int VertStride = SparsePrefill.DefaultVertStride)

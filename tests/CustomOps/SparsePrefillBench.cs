@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
@@ -59,11 +58,11 @@ public sealed class SparsePrefillBench
             foreach (int len in lengths)
             {
                 var x = Inputs(sh, len);
-                var contestants = new List<(string Who, Contestant C)>();
+                var contestants = new List<(string Who, AttentionKernelBench.Contestant C)>();
                 bool gqaFits = (double)sh.Hq * len * len * 4 <= gqaGib * (1L << 30);
                 if (gqaFits) contestants.Add(("GQA", Prefill(sh, len, x, "com.microsoft", "GroupQueryAttention", [])));
                 foreach (var p in Patterns) contestants.Add((p.Name, Prefill(sh, len, x, "longctx", "LongAttention", [StringAttr("pattern", p.Name), .. p.Attrs])));
-                var ms = Interleaved(len >= 16384 ? 1 : reps, contestants.Select(c => c.C).ToList());
+                var ms = AttentionKernelBench.Interleaved(len >= 16384 ? 1 : reps, contestants.Select(c => c.C).ToList());
                 double? gqa = gqaFits ? ms[0] : null;
                 double dense = ms[contestants.FindIndex(c => c.Who == "dense")];
                 for (int i = 0; i < contestants.Count; i++)
@@ -165,69 +164,14 @@ public sealed class SparsePrefillBench
         return (st[3], st[4], st[5], st[6]);
     }
 
-    private sealed class Contestant(InferenceSession session, List<IDisposable> owned, Action run) : IDisposable
+    private static AttentionKernelBench.Contestant Prefill(Shape sh, int len, Data x, string domain, string op, AttributeProto[] attrs)
     {
-        public void Run() => run();
-        public void Dispose()
-        {
-            foreach (var o in owned) o.Dispose();
-            session.Dispose();
-        }
-    }
-
-    /// <summary>Median ms per contestant: one warm-up each, then reps rounds of one timed run each, in turn.</summary>
-    private static double[] Interleaved(int reps, List<Contestant> contestants)
-    {
-        try
-        {
-            foreach (var c in contestants) c.Run();
-            var times = contestants.Select(_ => new List<double>()).ToArray();
-            for (int i = 0; i < reps; i++)
-                for (int c = 0; c < contestants.Count; c++)
-                {
-                    var sw = Stopwatch.StartNew();
-                    contestants[c].Run();
-                    times[c].Add(sw.Elapsed.TotalMilliseconds);
-                }
-            return times.Select(t => t.OrderBy(v => v).ElementAt(t.Count / 2)).ToArray();
-        }
-        finally
-        {
-            foreach (var c in contestants) c.Dispose();
-        }
-    }
-
-    private static Contestant Prefill(Shape sh, int len, Data x, string domain, string op, AttributeProto[] attrs)
-    {
-        string[] ins = ["query", "key", "value", "", "", "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"];
-        var node = new NodeProto { Name = "attn", OpType = op, Domain = domain };
-        node.Input.AddRange(ins);
-        node.Output.AddRange(["output", "present_key", "present_value"]);
-        node.Attribute.AddRange([IntAttr("num_heads", sh.Hq), IntAttr("kv_num_heads", sh.Hkv), IntAttr("do_rotary", 1), .. attrs]);
-        var graph = new GraphProto { Name = "bench" };
-        graph.Node.Add(node);
-        foreach (var n in ins.Where(n => n.Length > 0))
-            graph.Input.Add(ValueInfo(n, n is "seqlens_k" or "total_sequence_length" ? TensorProto.Types.DataType.Int32 : TensorProto.Types.DataType.Float));
-        foreach (var n in node.Output) graph.Output.Add(ValueInfo(n, TensorProto.Types.DataType.Float));
-        var model = new ModelProto { IrVersion = 10, Graph = graph };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "longctx", Version = 1 });
         using var options = new SessionOptions();
         options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");  // as AttentionKernelBench: no pool spins
         options.RegisterCustomOpLibrary(LibPath);
-        var session = new InferenceSession(model.ToByteArray(), options);
-        var feeds = new Dictionary<string, OrtValue>
-        {
-            ["query"] = OrtValue.CreateTensorValueFromMemory(x.Q, [1, len, sh.Hq * sh.D]),
-            ["key"] = OrtValue.CreateTensorValueFromMemory(x.K, [1, len, sh.Hkv * sh.D]),
-            ["value"] = OrtValue.CreateTensorValueFromMemory(x.V, [1, len, sh.Hkv * sh.D]),
-            ["seqlens_k"] = OrtValue.CreateTensorValueFromMemory(new[] { len - 1 }, [1]),
-            ["total_sequence_length"] = OrtValue.CreateTensorValueFromMemory(new[] { len }, []),
-            ["cos_cache"] = OrtValue.CreateTensorValueFromMemory(x.Cos, [len, sh.D / 2]),
-            ["sin_cache"] = OrtValue.CreateTensorValueFromMemory(x.Sin, [len, sh.D / 2]),
-        };
+        var session = new InferenceSession(RotaryPrefillModel(domain, op, sh.Hq, sh.Hkv, attrs).ToByteArray(), options);
+        var feeds = RotaryPrefillFeeds(x.Q, x.K, x.V, x.Cos, x.Sin, len, sh.Hq, sh.Hkv, sh.D);
         var ro = new RunOptions();
-        return new Contestant(session, [.. feeds.Values, ro], () => { using var r = session.Run(ro, feeds, session.OutputNames); });
+        return new AttentionKernelBench.Contestant(session, [.. feeds.Values, ro], () => { using var r = session.Run(ro, feeds, session.OutputNames); });
     }
 }

@@ -209,32 +209,11 @@ public sealed class SparsePrefillTests
     /// <summary>One LongAttention node (prefill, batch 1, no past, RoPE inside) run on ORT; returns the output.</summary>
     private static float[] RunOp(string pattern, IEnumerable<AttributeProto> attrs, Dictionary<string, float[]> x)
     {
-        string[] ins = ["query", "key", "value", "", "", "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"];
-        var node = new NodeProto { Name = "la", OpType = "LongAttention", Domain = "longctx" };
-        node.Input.AddRange(ins);
-        node.Output.AddRange(["output", "present_key", "present_value"]);
-        node.Attribute.AddRange([IntAttr("num_heads", Hq), IntAttr("kv_num_heads", Hkv), IntAttr("do_rotary", 1), StringAttr("pattern", pattern), .. attrs]);
-        var graph = new GraphProto { Name = "sparse" };
-        graph.Node.Add(node);
-        foreach (var n in ins.Where(n => n.Length > 0))
-            graph.Input.Add(ValueInfo(n, n is "seqlens_k" or "total_sequence_length" ? TensorProto.Types.DataType.Int32 : TensorProto.Types.DataType.Float));
-        foreach (var n in node.Output) graph.Output.Add(ValueInfo(n, TensorProto.Types.DataType.Float));
-        var model = new ModelProto { IrVersion = 10, Graph = graph };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 21 });
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "longctx", Version = 1 });
         using var options = new SessionOptions();
         options.RegisterCustomOpLibrary(LibPath);
+        var model = RotaryPrefillModel("longctx", "LongAttention", Hq, Hkv, [StringAttr("pattern", pattern), .. attrs]);
         using var session = new InferenceSession(model.ToByteArray(), options);
-        var feeds = new Dictionary<string, OrtValue>
-        {
-            ["query"] = OrtValue.CreateTensorValueFromMemory(x["query"], [1, S, Hq * D]),
-            ["key"] = OrtValue.CreateTensorValueFromMemory(x["key"], [1, S, Hkv * D]),
-            ["value"] = OrtValue.CreateTensorValueFromMemory(x["value"], [1, S, Hkv * D]),
-            ["seqlens_k"] = OrtValue.CreateTensorValueFromMemory(new[] { S - 1 }, [1]),
-            ["total_sequence_length"] = OrtValue.CreateTensorValueFromMemory(new[] { S }, []),
-            ["cos_cache"] = OrtValue.CreateTensorValueFromMemory(x["cos_cache"], [MaxPos, D / 2]),
-            ["sin_cache"] = OrtValue.CreateTensorValueFromMemory(x["sin_cache"], [MaxPos, D / 2]),
-        };
+        var feeds = RotaryPrefillFeeds(x["query"], x["key"], x["value"], x["cos_cache"], x["sin_cache"], S, Hq, Hkv, D);
         try
         {
             using var results = session.Run(new RunOptions(), feeds, ["output"]);

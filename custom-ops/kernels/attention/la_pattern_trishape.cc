@@ -10,39 +10,32 @@
 namespace longctx::la {
 namespace {
 
+// Rows before dense_from behave as StreamingLLM's sink + window (the streaming pattern, composed), rows from it densely.
 class Trishape final : public Pattern {
  public:
-  Trishape(int64_t sink, int64_t window, int64_t dense_from) : sink_(sink), window_(window), dense_from_(dense_from) {}
+  Trishape(std::unique_ptr<Pattern> ashape, int64_t sink, int64_t dense_from)
+      : ashape_(std::move(ashape)), sink_(sink), dense_from_(dense_from) {}
   int num_variants() const override { return 1; }
   bool keys_prerotated() const override { return true; }
   int64_t query_position(int, int64_t q) const override { return q; }
   int64_t key_position(int64_t k) const override { return k; }
   int64_t max_position(int64_t total) const override { return total - 1; }
   int spans(int64_t q0, int64_t q1, Span out[3]) const override {
-    if (q1 - 1 >= dense_from_) {  // some row of the tile is dense
-      out[0] = Span{0, q1, 0};
-      return 1;
-    }
-    int n = 0;
-    const int64_t sink_end = std::min(sink_, q1);
-    if (sink_end > 0) out[n++] = Span{0, sink_end, 0};
-    const int64_t win_begin = std::max(sink_end, q0 - window_ + 1);
-    if (win_begin < q1) out[n++] = Span{win_begin, q1, 0};
-    return n;
+    if (q1 - 1 < dense_from_) return ashape_->spans(q0, q1, out);
+    out[0] = Span{0, q1, 0};  // some row of the tile is dense
+    return 1;
   }
   TileKind classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const override {
+    if (q1 - 1 < dense_from_) return ashape_->classify(q0, q1, k0, k1);
     if (k0 > q1 - 1) return TileKind::Empty;
-    const bool all_dense = q0 >= dense_from_;
-    if (!all_dense && q1 - 1 < dense_from_ && k0 >= sink_ && k1 - 1 <= q0 - window_) return TileKind::Empty;
-    if (k1 - 1 <= q0 && (all_dense || k1 - 1 < sink_ || k0 > q1 - 1 - window_)) return TileKind::Full;
+    if (k1 - 1 <= q0 && (q0 >= dense_from_ || k1 - 1 < sink_)) return TileKind::Full;
     return TileKind::Partial;
   }
-  bool allowed(int64_t q, int64_t k) const override {
-    return k <= q && (k < sink_ || k > q - window_ || q >= dense_from_);
-  }
+  bool allowed(int64_t q, int64_t k) const override { return q >= dense_from_ ? k <= q : ashape_->allowed(q, k); }
 
  private:
-  int64_t sink_, window_, dense_from_;
+  std::unique_ptr<Pattern> ashape_;
+  int64_t sink_, dense_from_;
 };
 
 }  // namespace
@@ -53,7 +46,9 @@ std::unique_ptr<Pattern> MakeTrishape(int64_t sink, int64_t window, int64_t last
            ", window=" + std::to_string(window) + ", last=" + std::to_string(last) + ")";
     return nullptr;
   }
-  return std::make_unique<Trishape>(sink, window, total - last);
+  std::unique_ptr<Pattern> ashape = MakeStreaming(sink, window, err);
+  if (!ashape) return nullptr;
+  return std::make_unique<Trishape>(std::move(ashape), sink, total - last);
 }
 
 }  // namespace longctx::la
