@@ -323,7 +323,10 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
     plan.batch[static_cast<size_t>(b)].sparse = prep.sparse[static_cast<size_t>(b)].data();
     prep.stats.sparse_heads += Hkv;
   }
-  if (p.pattern == LONGCTX_LA_VSLASH) {
+  const bool any_index = std::find(needs_index.begin(), needs_index.end(), 1) != needs_index.end();
+  if (!any_index) {
+    // nothing to estimate: a gated or covered call
+  } else if (p.pattern == LONGCTX_LA_VSLASH) {
     ParallelFor(p, B * Hkv, [&](int64_t t) {
       const int64_t b = t / Hkv, kvh = t % Hkv;
       if (needs_index[static_cast<size_t>(b)])
