@@ -195,8 +195,9 @@ static inline ChunkLayout MakeChunkLayout(int64_t M, int64_t D) {
 struct Table {
   // The tile loop over the items of one chunk, with MakeChunkLayout(plan.max_rows, plan.D) floats of scratch.
   void (*chunk)(const Plan& plan, int64_t chunk, float* scratch);
-  // s[r * kBlockK + j] = q_r . k_j for r < M, j < bk <= kBlockK (rows of length D, D a multiple of the width).
-  void (*qk)(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s);
+  // s[r * kBlockK + j] = q_r . k_j for r < M, j < bk <= kBlockK (rows of length D, D a multiple of 8), through the
+  // packed micro-kernel; kt: D * kBlockK floats of scratch.
+  void (*qk)(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s, float* kt);
 };
 extern const Table kScalar, kAvx2, kAvx512;
 

@@ -1,6 +1,7 @@
-// Sparse prefill (vslash, xattn): building the per-(batch, kv head) index the tile loop walks.
-// la_sparse_common.cc: query/key loading and range helpers; la_sparse_vslash.cc, la_sparse_xattn.cc:
-// one estimator each; la_sparse_block.cc: the static layout (no estimate). The dot products go through the active ISA's Table::qk.
+// Sparse prefill (vslash, xattn, block): building the per-(batch, kv head) index the tile loop walks.
+// la_sparse_common.cc: query/key loading and range helpers; la_sparse_vslash.cc, la_sparse_xattn.cc: one
+// estimator each; la_sparse_block.cc: the static layout (no estimate). The estimators' dot products go through
+// the active ISA's Table::qk (the tile loop's packed, register-blocked micro-kernel).
 //
 // GQA: one index per kv head, from the scores of its G query heads (each softmaxed on its own, then
 // summed), so each K/V tile is still loaded once for all G heads (the tile loop's unit of work).

@@ -42,7 +42,7 @@ void BuildVslash(const Plan& plan, const Table& table, int64_t b, int64_t kvh, i
   const int64_t nq = std::min(kVslashLastQ, S), first = S - nq, M = G * nq;
 
   std::vector<float> q(static_cast<size_t>(M * D)), k(static_cast<size_t>(kBlockK * D));
-  std::vector<float> s(static_cast<size_t>(M * kBlockK));
+  std::vector<float> s(static_cast<size_t>(M * kBlockK)), kt(static_cast<size_t>(D * kBlockK));
   for (int64_t g = 0; g < G; ++g)
     for (int64_t r = 0; r < nq; ++r) LoadQueryRow(plan, b, kvh * G + g, first + r, q.data() + (g * nq + r) * D);
 
@@ -53,7 +53,7 @@ void BuildVslash(const Plan& plan, const Table& table, int64_t b, int64_t kvh, i
     for (int64_t k0 = 0; k0 < total; k0 += kBlockK) {
       const int64_t bk = std::min(kBlockK, total - k0);
       LoadKeyRows(plan, b, kvh, k0, bk, total, k.data());
-      table.qk(q.data(), M, D, k.data(), bk, s.data());
+      table.qk(q.data(), M, D, k.data(), bk, s.data(), kt.data());
       for (int64_t row = 0; row < M; ++row) {
         const int64_t qc = bi.past + first + row % nq;
         const float* sr = s.data() + row * kBlockK;

@@ -35,10 +35,11 @@ void BuildXattnBlock(const Plan& plan, const Table& table, int64_t b, int64_t kv
 
   // Scores of every reshaped row against every reshaped key, then a causal softmax per row.
   std::vector<float> sc(static_cast<size_t>(M * W)), k(static_cast<size_t>(kBlockK * Ds)), s(static_cast<size_t>(M * kBlockK));
+  std::vector<float> kt(static_cast<size_t>(Ds * kBlockK));
   for (int64_t w0 = 0; w0 < W; w0 += kBlockK) {
     const int64_t bw = std::min(kBlockK, W - w0);
     LoadKeyRows(plan, b, kvh, w0 * stride, bw * stride, total, k.data());
-    table.qk(q.data(), M, Ds, k.data(), bw, s.data());
+    table.qk(q.data(), M, Ds, k.data(), bw, s.data(), kt.data());
     for (int64_t r = 0; r < M; ++r) std::memcpy(sc.data() + r * W + w0, s.data() + r * kBlockK, sizeof(float) * bw);
   }
   std::vector<double> mass(static_cast<size_t>(nkb), 0.0);

@@ -132,6 +132,19 @@ struct TileLoop {
     }
   }
 
+  // Many rows (the sparse estimators): S = Q K^T through the packed, register-blocked path of the tile loop;
+  // kt is D x kBlockK floats of scratch.
+  static void QkPacked(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s, float* kt) {
+    const int ncb = static_cast<int>((bk + CB - 1) / CB);
+    VT::PackTransposed(k, D, bk, D, kt, BK);
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = bk; j < ncb * CB; ++j) kt[d * BK + j] = 0.f;
+    for (int64_t r0 = 0; r0 < M; r0 += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+      QkRows<MR>(rows, q + r0 * D, D, kt, s + r0 * BK, ncb);
+    }
+  }
+
   // O[r][d0 .. d0+N*W) += sum_j P[r][j] V[j][d0 ..]
   template <int R, int N>
   static void PvBlock(const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0) {
