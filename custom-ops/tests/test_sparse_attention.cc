@@ -248,6 +248,14 @@ void SparseAttentionTests(Ctx& ctx) {
   tri.pattern = LONGCTX_LA_TRISHAPE; tri.S = 300; tri.sink = 5; tri.window = 40; tri.sparse.last = 37;
   CheckMatchesReference(ctx, tri, &pool, 2e-5, false);
 
+  // Few work items: the driver splits the keys of each query tile over threads (log-sum-exp merge).
+  SparseCase split = vs;
+  split.name = "vslash_key_split"; split.H = 2; split.Hkv = 1; split.past = 600; split.S = 128;
+  CheckMatchesReference(ctx, split, &pool, 2e-5, false);
+  SparseCase xsplit = xa;
+  xsplit.name = "xattn_key_split"; xsplit.H = 2; xsplit.Hkv = 1; xsplit.past = 600; xsplit.S = 128;
+  CheckMatchesReference(ctx, xsplit, &pool, 2e-5, false);
+
   SparseCase blk;
   blk.name = "block_local2_stride3_chunk_with_past";
   blk.pattern = LONGCTX_LA_BLOCK; blk.past = 100; blk.S = 400;
