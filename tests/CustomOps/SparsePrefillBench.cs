@@ -17,7 +17,8 @@ namespace LongCtx.Tests.CustomOps;
 /// pattern, one direct kernel call (LongCtxLaSparseStats) for the density and the share of the call spent estimating.
 /// Inputs are synthetic with the structure sparse attention relies on: q, k = U(-0.5, 0.5) + u (a shared direction,
 /// so RoPE makes scores depend on the distance), keys 0-3 are attention sinks (+3u). Not a unit test:
-///   LONGCTX_BENCH_LENGTHS=8192,16384,32768,65536 ./test.sh -c Release --no-build --filter "FullyQualifiedName~SparsePrefillBench" --logger "console;verbosity=detailed"
+///   LONGCTX_TESTS=all LONGCTX_BENCH_LENGTHS=8192,16384,32768,65536 ./test.sh -c Release --no-build --filter "FullyQualifiedName~SparsePrefillBench" --logger "console;verbosity=detailed"
+/// (LONGCTX_TESTS=all: test.sh otherwise adds a category filter, and NUnit then skips [Explicit] tests.)
 /// LONGCTX_BENCH_LENGTHS defaults to 2048,4096; LONGCTX_BENCH_REPS (default 3; 1 from 16k); GQA materialises
 /// H*S*S float scores and is n/a above LONGCTX_BENCH_GQA_GIB (default 4) GiB of them. The log-log plot of model ms
 /// against length per contestant, with O(L^2) and O(L) slopes through dense's first point, is written to
