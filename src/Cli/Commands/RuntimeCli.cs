@@ -15,7 +15,9 @@ internal sealed class RuntimeCliOptions
     public Option<string> KvCache { get; } = new("--kv-cache") { Description = "KV cache: auto (one shared past/present buffer per layer when the model's attention allows it, else concat)|concat|shared", DefaultValueFactory = _ => "auto" };
     public Option<int?> MaxContext { get; } = new("--max-context") { Description = "length in tokens of the shared KV buffer (default 4096, doubled on demand)" };
 
-    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); c.Add(KvCache); c.Add(MaxContext); }
+    public Option<bool> Verbose { get; } = new("--verbose", "-v") { Description = "also say which execution providers --ep auto tried and why it skipped them" };
+
+    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); c.Add(KvCache); c.Add(MaxContext); c.Add(Verbose); }
 
     public RuntimeOptions Build(ParseResult pr) => new()
     {
@@ -33,6 +35,7 @@ internal sealed class RuntimeCliOptions
         KvCache = RuntimeOptions.ParseKvCache(pr.GetValue(KvCache) ?? "auto"),
         MaxContext = pr.GetValue(MaxContext) is { } mc ? (mc > 0 ? mc : throw new ArgumentException($"--max-context {mc}: must be a positive number of tokens")) : null,
         Log = s => Console.Error.WriteLine("lcc: " + s),
+        Verbose = pr.GetValue(Verbose),
     };
 
     /// <summary>Loads MODEL (a .onnx or a compiled folder); missing paths are one-line errors.</summary>

@@ -106,6 +106,18 @@ public static class OpSchemas
         [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("sparse_block_size"), Int("do_rotary", 0), Int("rotary_interleaved", 0)],
         "onnxruntime ContribOperators.md");
 
+    /// <summary>
+    /// com.microsoft.Attention (onnxruntime.transformers BERT/GPT-2 fusion): packed QKV weights [in, q+k+v] and bias,
+    /// mask_index, a packed past [2, B, H, P, D] -> present [2, B, H, P+S, D].
+    /// </summary>
+    public static readonly OpSchema MsAttention = new(MsDomain, "Attention", 1,
+        [new("input", Optional: false), new("weights", Optional: false), new("bias"), new("mask_index"), new("past"), new("attention_bias"),
+         new("past_sequence_length")],
+        [new("output", Optional: false), new("present")],
+        [Int("num_heads"), Int("unidirectional", 0), new("qkv_hidden_sizes", AttrKind.Ints), Int("past_present_share_buffer", 0),
+         Int("do_rotary", 0), Int("rotary_embedding_dim", 0), Float("mask_filter_value", -10000f), Float("scale", 0f)],
+        "onnxruntime ContribOperators.md");
+
     /// <summary>ONNX Attention (opset 23; input nonpad_kv_seqlen since 24), form d.</summary>
     public static readonly OpSchema Attention = new("", "Attention", 23,
         [new("Q", Optional: false), new("K", Optional: false), new("V", Optional: false), new("attn_mask"), new("past_key"), new("past_value"),
@@ -146,7 +158,7 @@ public static class OpSchemas
         "custom-ops LongAttention op");
 
     public static IReadOnlyList<OpSchema> All { get; } =
-        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];
+        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, MsAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];
 
     /// <summary>The schema of <paramref name="n"/>'s operator, or null when it is not in the table.</summary>
     public static OpSchema? Of(Node n) => All.FirstOrDefault(s => s.Is(n));
