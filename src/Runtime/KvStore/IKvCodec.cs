@@ -50,12 +50,47 @@ public static class KvCodecs
 {
     public static IReadOnlyList<string> Names { get; } = ["raw", "int8", "cachegen"];
 
-    /// <summary>The codec called <paramref name="name"/>; an unknown name is an error listing the known ones.</summary>
-    public static IKvCodec Get(string name) => name.ToLowerInvariant() switch
+    /// <summary>What <c>--kv-codec</c> accepts, for help text.</summary>
+    public const string Help = "raw (fp32, exact) | int8 (per token and head) | cachegen[:anchor=256,group=8,keys=5/3/3,values=3/2/2] (deltas + layer-wise bins + range coding)";
+
+    /// <summary>
+    /// The codec called <paramref name="spec"/>: a name, and for cachegen optional settings after a colon (anchor group,
+    /// channel group, delta levels for the first/middle/last third of the layers). Unknown names and settings are errors.
+    /// </summary>
+    public static IKvCodec Get(string spec)
     {
-        "raw" => new RawKvCodec(),
-        "int8" => new Int8KvCodec(),
-        "cachegen" => new CacheGenKvCodec(),
-        _ => throw new ArgumentException($"KV codec '{name}' is unknown; use one of {string.Join(", ", Names)}"),
-    };
+        var colon = spec.IndexOf(':');
+        string name = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
+        string? settings = colon < 0 ? null : spec[(colon + 1)..];
+        if (settings is not null && name != "cachegen") throw new ArgumentException($"KV codec '{name}' takes no settings (only cachegen does), got '{settings}'");
+        return name switch
+        {
+            "raw" => new RawKvCodec(),
+            "int8" => new Int8KvCodec(),
+            "cachegen" => new CacheGenKvCodec(settings is null ? null : ParseCacheGen(settings)),
+            _ => throw new ArgumentException($"KV codec '{name}' is unknown; use one of {string.Join(", ", Names)}"),
+        };
+    }
+
+    private static CacheGenOptions ParseCacheGen(string settings)
+    {
+        var o = CacheGenOptions.Default;
+        foreach (var kv in settings.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = kv.IndexOf('=');
+            string k = eq < 0 ? kv : kv[..eq], v = eq < 0 ? "" : kv[(eq + 1)..];
+            int Int(string x) => int.TryParse(x, out int i) ? i : throw new ArgumentException($"cachegen setting {k}={v}: '{x}' is not a number");
+            int[] Three() => v.Split('/') is { Length: 3 } parts ? parts.Select(Int).ToArray() : throw new ArgumentException($"cachegen setting {k}={v}: give three levels, first/middle/last third of the layers (e.g. 7/5/4)");
+            o = k switch
+            {
+                "anchor" => o with { AnchorGroup = Int(v) },
+                "group" => o with { ChannelGroup = Int(v) },
+                "keys" => o with { KeyLevels = Three() },
+                "values" => o with { ValueLevels = Three() },
+                _ => throw new ArgumentException($"cachegen setting '{k}' is unknown; use anchor, group, keys, values"),
+            };
+        }
+        o.Validate();
+        return o;
+    }
 }
