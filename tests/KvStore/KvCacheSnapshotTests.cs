@@ -36,12 +36,12 @@ public sealed class KvCacheSnapshotTests
     }
 
     /// <summary>
-    /// Through the file: raw gives the same logits (&lt;= 1e-5); cachegen's logits stay close. Tolerance for cachegen:
-    /// its per-element error is ~1/L of each channel's range (L = 4..7), which moves recall-public's logits (range ~30)
-    /// by well under 1 on these prompts (measured max ~0.1-0.3); 1.0 catches a broken decoder (errors of several units)
-    /// and the argmax must not change.
+    /// Through the file: raw gives the same logits (&lt;= 1e-5); int8 and cachegen stay close and keep the answer.
+    /// Tolerances: twice the largest measured shift. int8 (error max|row|/254) moves this prompt's logits by 0.013;
+    /// cachegen at its default bins (error up to max|x|/L with L = 2..5) by 0.89 here and at most 1.35 over ten
+    /// 4096-token prompts (KvStoreBench), against logits spanning 25.
     /// </summary>
-    [TestCase("raw", 1e-5f), TestCase("int8", 0.5f), TestCase("cachegen", 1.0f)]
+    [TestCase("raw", 1e-5f), TestCase("int8", 0.03f), TestCase("cachegen", 2.7f)]
     public void SaveLoadContinue_MatchesTheLiveCache(string codec, float tolerance)
     {
         using var model = RuntimeFixtures.Load(RuntimeFixtures.RecallModel);
@@ -59,7 +59,7 @@ public sealed class KvCacheSnapshotTests
             using var g2 = model.CreateGenerator(KvCacheManager.Create(model.Contract));
             g2.Cache.ImportSnapshot(KvStoreFile.Load(path, hash));
             var got = g2.Forward(item.Prompt[^3..]);
-            TestContext.Out.WriteLine($"{codec}: {new FileInfo(path).Length} bytes, max |dlogit| {MaxDiff(got, want):G3}");
+            TestContext.Out.WriteLine($"{codec}: {new FileInfo(path).Length} bytes, max |dlogit| {MaxDiff(got, want):G3}, logits span {want.Max() - want.Min():G3}");
             Assert.That(MaxDiff(got, want), Is.LessThanOrEqualTo(tolerance), codec);
             Assert.That(Sampler.ArgMax(got), Is.EqualTo(Sampler.ArgMax(want)).And.EqualTo(item.Expected));
         }

@@ -15,7 +15,8 @@ namespace LongCtx.Tests.KvStore;
 /// (order rotated per prompt, so the codecs are interleaved) save, load into a fresh cache and answer. Prints bytes per
 /// token, save / load (file to cache) time against the prefill, accuracy and logit / KV error. Settings from the
 /// environment: LONGCTX_KVBENCH_N (prompts, 10), LONGCTX_KVBENCH_LEN (256..4096, 4096), LONGCTX_KVBENCH_CODECS
-/// (';'-separated --kv-codec specs, "raw;int8;cachegen").
+/// (';'-separated --kv-codec specs, "raw;int8;cachegen"), LONGCTX_KVBENCH_MODEL (a model or compiled folder to use
+/// instead, e.g. <c>lcc compile recall-public/model.onnx -o OUT --context 4096 --rope yarn</c>).
 /// <code>LONGCTX_KVBENCH_N=20 ./test.sh -c Release --no-build --filter "FullyQualifiedName~KvStoreBench"</code>
 /// </summary>
 [TestFixture, Explicit("benchmark: minutes of CPU; run on a quiet machine")]
@@ -38,10 +39,14 @@ public sealed class KvStoreBench
         var dir = TestSupport.TempDir("kvbench");
         try
         {
-            var graph = RopeFixture.LoadRecall();
-            if (len > 256) RopeFixture.Apply(graph, "yarn", RopeFixture.Opts(("context", len.ToString())));
-            var modelPath = Path.Combine(dir, "model.onnx");
-            OnnxWriter.Save(graph, modelPath, new SaveOptions { AllInline = true });
+            string modelPath = Env("LONGCTX_KVBENCH_MODEL", "");
+            if (modelPath.Length == 0)
+            {
+                var graph = RopeFixture.LoadRecall();
+                if (len > 256) RopeFixture.Apply(graph, "yarn", RopeFixture.Opts(("context", len.ToString())));
+                modelPath = Path.Combine(dir, "model.onnx");
+                OnnxWriter.Save(graph, modelPath, new SaveOptions { AllInline = true });
+            }
             using var model = LongCtxModel.Load(modelPath, RuntimeFixtures.Cpu() with { IntraOpThreads = 0 });
             string hash = KvModelHash.Of(model);
             var items = LongCtx.Runtime.Eval.NeedleEval.Read(Path.Combine(RuntimeFixtures.Recall, $"eval_{len}.jsonl"), n);
@@ -85,11 +90,12 @@ public sealed class KvStoreBench
             var int8 = rows.FirstOrDefault(r => r.Spec == "int8");
             var o = new StringBuilder();
             o.AppendLine($"uptime: {Uptime()}");
-            o.AppendLine($"recall-public + YaRN({len}), {items.Count} prompts of {len} tokens, haystack = prompt minus QUERY KEY ANSWER; {Environment.ProcessorCount} cores");
+            o.AppendLine($"{(Env("LONGCTX_KVBENCH_MODEL", "") is { Length: > 0 } given ? given : $"recall-public + YaRN({len})")} ({model.KvCache} cache), {items.Count} prompts of {len} tokens, haystack = prompt minus QUERY KEY ANSWER; {Environment.ProcessorCount} cores");
             o.AppendLine($"live cache: accuracy {fullCorrect}/{items.Count}, prefill {prefillMs / items.Count:F0} ms per haystack");
             o.AppendLine($"{"codec",-44} {"B/token",9} {"x int8",7} {"save ms",8} {"load ms",8} {"load/prefill",12} {"acc",7} {"max|dlogit|",11} {"rel rms KV err",14}");
             foreach (var r in rows)
                 o.AppendLine($"{r.Spec,-44} {(double)r.Bytes / r.Tokens,9:F1} {(int8 is null ? "-" : ((double)r.Bytes / int8.Bytes).ToString("F3")),7} {r.SaveMs / items.Count,8:F1} {r.LoadMs / items.Count,8:F1} {r.LoadMs / prefillMs,12:F4} {r.Correct + "/" + items.Count,7} {r.MaxLogit,11:G3} {Math.Sqrt(r.ErrSq / Math.Max(r.RefSq, 1e-30)),14:G3}");
+            foreach (var spec in specs) o.AppendLine($"  {spec}: {KvCodecs.Get(spec).ErrorBound}");
             TestContext.Out.Write(o.ToString());
             Console.Write(o.ToString());
         }

@@ -30,12 +30,9 @@ internal sealed class KvStoreCliOptions
         }
         if (pr.GetValue(LoadKv) is not { } file) return m.CreateGenerator();
         var sw = Stopwatch.StartNew();
-        var snap = KvStoreFile.Load(file.FullName, KvModelHash.Of(m));
-        var g = m.CreateGenerator(KvCacheManager.Create(m.Contract));
-        try { g.Cache.ImportSnapshot(snap); }
-        catch { g.Dispose(); throw; }
-        Cached = snap.Tokens;
-        Console.Error.WriteLine($"lcc: loaded {snap.Length} cached tokens from {file.Name} ({KvStoreFile.ReadHeader(file.FullName).Codec}, {file.Length} bytes) in {sw.Elapsed.TotalMilliseconds:F0} ms");
+        var g = m.LoadKv(file.FullName, out var tokens);
+        Cached = tokens;
+        Console.Error.WriteLine($"lcc: loaded {tokens.Length} cached tokens from {file.Name} ({KvStoreFile.ReadHeader(file.FullName).Codec}, {file.Length} bytes) in {sw.Elapsed.TotalMilliseconds:F0} ms");
         return g;
     }
 
@@ -46,7 +43,7 @@ internal sealed class KvStoreCliOptions
         var codec = KvCodecs.Get(pr.GetValue(Codec) ?? "cachegen");
         var tokens = Cached.Concat(fed).Take(g.Length).ToArray(); // the last sampled token was never fed back
         var sw = Stopwatch.StartNew();
-        KvStoreFile.Save(file.FullName, g.Cache.ExportSnapshot(KvModelHash.Of(m), tokens), codec);
+        m.SaveKv(g, file.FullName, tokens, codec);
         long bytes = new FileInfo(file.FullName).Length;
         Console.Error.WriteLine($"lcc: saved {tokens.Length} tokens to {file.Name} ({codec.Name}, {bytes} bytes, {(tokens.Length == 0 ? 0 : (double)bytes / tokens.Length):F1} bytes/token) in {sw.Elapsed.TotalMilliseconds:F0} ms");
     }

@@ -81,6 +81,24 @@ public static class KvCacheSnapshots
         cache.Accept(tensors, s.Length); // takes ownership (disposes them itself when it refuses)
     }
 
+    /// <summary>
+    /// The API of <c>lcc run --load-kv</c>: a generator on a concat cache filled from the KV file at <paramref name="path"/>
+    /// (checked whole, and against this model's hash, before the cache is touched); <paramref name="tokens"/> are the ids it holds.
+    /// </summary>
+    public static Generator LoadKv(this LongCtxModel model, string path, out int[] tokens)
+    {
+        var snap = KvStoreFile.Load(path, KvModelHash.Of(model));
+        var g = model.CreateGenerator(KvCacheManager.Create(model.Contract));
+        try { g.Cache.ImportSnapshot(snap); }
+        catch { g.Dispose(); throw; }
+        tokens = snap.Tokens;
+        return g;
+    }
+
+    /// <summary>The API of <c>lcc run --save-kv</c>: stores <paramref name="generator"/>'s cache, holding <paramref name="tokens"/>, atomically.</summary>
+    public static void SaveKv(this LongCtxModel model, Generator generator, string path, IReadOnlyList<int> tokens, IKvCodec codec) =>
+        KvStoreFile.Save(path, generator.Cache.ExportSnapshot(KvModelHash.Of(model), tokens), codec);
+
     private static void CopyRows(OrtValue v, TensorElementType type, long offset, Span<float> dst)
     {
         switch (type)

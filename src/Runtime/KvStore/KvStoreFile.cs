@@ -164,7 +164,7 @@ public static class KvStoreFile
             if (per > Array.MaxLength || (long)lay.Layers * lay.KvHeads * lay.HeadDim > int.MaxValue)
                 throw new InvalidDataException($"shape layers {lay.Layers} x kv heads {lay.KvHeads} x tokens {lay.Length} x head dim {lay.HeadDim} is larger than this lcc loads");
             long decoded = 2L * lay.Layers * per * sizeof(float), memory = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-            if (decoded > memory)
+            if (memory > 0 && decoded > memory) // 0 before the first collection: no figure to compare with
                 throw new InvalidDataException($"decoding needs {decoded / (1 << 20)} MiB, more than the {memory / (1 << 20)} MiB this process may use");
             if (sections != 2 + lay.Chunks) throw new InvalidDataException($"{sections} sections for {lay.Chunks} chunks");
             // every section takes at least 12 bytes (length + checksum) and every token id 4: a header promising more than
