@@ -36,9 +36,10 @@ public sealed record CacheGenOptions(int AnchorGroup, int ChannelGroup, int[] Ke
 /// SIGCOMM '24, section 5): the KV cache is cut into chunks (256 tokens here, one file section each, decodable alone)
 /// and in each chunk, per (layer, K/V, channel):
 /// <list type="number">
-/// <item>Token-wise locality: tokens are grouped (<see cref="CacheGenOptions.AnchorGroup"/> consecutive tokens); the
-///   first token of a group is the anchor, quantized to 8 bits (scale s_a = max|anchor| / 127); every other token is
-///   coded as its delta d = x - a' against the reconstructed anchor a' (closed loop: no error accumulates).</item>
+/// <item>Token-wise locality: tokens are grouped (<see cref="CacheGenOptions.AnchorGroup"/> consecutive tokens; by
+///   default the whole chunk, so one anchor per chunk); the first token of a group is the anchor, quantized to 8 bits
+///   (scale s_a = max|anchor| / 127); every other token is coded as its delta d = x - a' against the reconstructed
+///   anchor a' (closed loop: no error accumulates).</item>
 /// <item>Layer-wise quantization: deltas are quantized symmetrically to 2L + 1 bins, q = round(d / s_d), s_d = max|d| / L,
 ///   with more levels L for the first third of the layers than the middle and last (the paper's observation that
 ///   early layers' errors hurt quality most).</item>
