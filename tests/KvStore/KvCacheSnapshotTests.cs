@@ -7,7 +7,7 @@ namespace LongCtx.Tests.KvStore;
 
 /// <summary>Export a live cache, store it, load it into a fresh cache, and continue: on recall-public (fp32, concat cache).</summary>
 [TestFixture]
-public sealed class KvCacheSnapshotTests
+public sealed class KvCacheSnapshotTests() : TempDirTest("kvsnap")
 {
     private static int[] Prompt(int n, int seed = 3)
     {
@@ -47,23 +47,18 @@ public sealed class KvCacheSnapshotTests
         using var model = RuntimeFixtures.Load(RuntimeFixtures.RecallModel);
         var item = LongCtx.Runtime.Eval.NeedleEval.Read(Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl"), 1)[0];
         var hay = item.Prompt[..^3];
-        var dir = TestSupport.TempDir("kvsnap");
-        try
-        {
-            string hash = KvModelHash.Of(model), path = Path.Combine(dir, "hay.lckv");
-            using var g = model.CreateGenerator();
-            g.Prefill(hay, 64);
-            KvStoreFile.Save(path, g.Cache.ExportSnapshot(hash, hay), KvCodecs.Get(codec));
-            var want = g.Forward(item.Prompt[^3..]);
+        string hash = KvModelHash.Of(model), path = Path.Combine(Dir, "hay.lckv");
+        using var g = model.CreateGenerator();
+        g.Prefill(hay, 64);
+        KvStoreFile.Save(path, g.Cache.ExportSnapshot(hash, hay), KvCodecs.Get(codec));
+        var want = g.Forward(item.Prompt[^3..]);
 
-            using var g2 = model.CreateGenerator(KvCacheManager.Create(model.Contract));
-            g2.Cache.ImportSnapshot(KvStoreFile.Load(path, hash));
-            var got = g2.Forward(item.Prompt[^3..]);
-            TestContext.Out.WriteLine($"{codec}: {new FileInfo(path).Length} bytes, max |dlogit| {MaxDiff(got, want):G3}, logits span {want.Max() - want.Min():G3}");
-            Assert.That(MaxDiff(got, want), Is.LessThanOrEqualTo(tolerance), codec);
-            Assert.That(Sampler.ArgMax(got), Is.EqualTo(Sampler.ArgMax(want)).And.EqualTo(item.Expected));
-        }
-        finally { Directory.Delete(dir, true); }
+        using var g2 = model.CreateGenerator(KvCacheManager.Create(model.Contract));
+        g2.Cache.ImportSnapshot(KvStoreFile.Load(path, hash));
+        var got = g2.Forward(item.Prompt[^3..]);
+        TestContext.Out.WriteLine($"{codec}: {new FileInfo(path).Length} bytes, max |dlogit| {MaxDiff(got, want):G3}, logits span {want.Max() - want.Min():G3}");
+        Assert.That(MaxDiff(got, want), Is.LessThanOrEqualTo(tolerance), codec);
+        Assert.That(Sampler.ArgMax(got), Is.EqualTo(Sampler.ArgMax(want)).And.EqualTo(item.Expected));
     }
 
     [Test]
@@ -74,24 +69,19 @@ public sealed class KvCacheSnapshotTests
         string recallHash = KvModelHash.Of(recall), qwenHash = KvModelHash.Of(qwen);
         Assert.That(KvModelHash.Of(recall), Is.EqualTo(recallHash), "the hash is a function of the model");
         Assert.That(qwenHash, Is.Not.EqualTo(recallHash));
-        var dir = TestSupport.TempDir("kvsnap");
-        try
+        var path = Path.Combine(Dir, "recall.lckv");
+        var prompt = Prompt(40);
+        using (var g = recall.CreateGenerator())
         {
-            var path = Path.Combine(dir, "recall.lckv");
-            var prompt = Prompt(40);
-            using (var g = recall.CreateGenerator())
-            {
-                g.Prefill(prompt);
-                KvStoreFile.Save(path, g.Cache.ExportSnapshot(recallHash, prompt), new CacheGenKvCodec());
-            }
-            using var q = qwen.CreateGenerator(KvCacheManager.Create(qwen.Contract));
-            q.Prefill([1, 2, 3]);
-            var e = Assert.Throws<KvStoreException>(() => q.Cache.ImportSnapshot(KvStoreFile.Load(path, qwenHash)))!;
-            Assert.That(e.Error, Is.EqualTo(KvStoreError.ModelMismatch));
-            Assert.That(e.Message, Does.Contain(recallHash).And.Contain(qwenHash));
-            Assert.That(q.Length, Is.EqualTo(3), "nothing loaded: the cache is as it was");
+            g.Prefill(prompt);
+            KvStoreFile.Save(path, g.Cache.ExportSnapshot(recallHash, prompt), new CacheGenKvCodec());
         }
-        finally { Directory.Delete(dir, true); }
+        using var q = qwen.CreateGenerator(KvCacheManager.Create(qwen.Contract));
+        q.Prefill([1, 2, 3]);
+        var e = Assert.Throws<KvStoreException>(() => q.Cache.ImportSnapshot(KvStoreFile.Load(path, qwenHash)))!;
+        Assert.That(e.Error, Is.EqualTo(KvStoreError.ModelMismatch));
+        Assert.That(e.Message, Does.Contain(recallHash).And.Contain(qwenHash));
+        Assert.That(q.Length, Is.EqualTo(3), "nothing loaded: the cache is as it was");
     }
 
     [Test]

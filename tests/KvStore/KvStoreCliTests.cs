@@ -6,12 +6,8 @@ namespace LongCtx.Tests.KvStore;
 
 /// <summary><c>lcc run --save-kv / --load-kv / --kv-codec</c> end to end, in process.</summary>
 [TestFixture]
-public sealed class KvStoreCliTests
+public sealed class KvStoreCliTests() : TempDirTest("kvcli")
 {
-    private string _tmp = "";
-    [SetUp] public void SetUp() => _tmp = TestSupport.TempDir("kvcli");
-    [TearDown] public void TearDown() => Directory.Delete(_tmp, true);
-
     private static string Ids(IEnumerable<int> ids) => string.Join(",", ids);
 
     [TestCase("raw"), TestCase("cachegen")]
@@ -19,7 +15,7 @@ public sealed class KvStoreCliTests
     {
         var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
         var item = LongCtx.Runtime.Eval.NeedleEval.Read(Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl"), 1)[0];
-        var kv = Path.Combine(_tmp, "hay.lckv");
+        var kv = Path.Combine(Dir, "hay.lckv");
         var save = CliRunner.Run("run", model, "--prompt-ids", Ids(item.Prompt[..^3]), "--max-new-tokens", "0", "--ep", "cpu", "--save-kv", kv, "--kv-codec", codec);
         Assert.That(save.ExitCode, Is.EqualTo(0), save.Stderr);
         Assert.That(save.Stderr, Does.Contain($"saved {item.Prompt.Length - 3} tokens to hay.lckv ({codec},"));
@@ -35,7 +31,7 @@ public sealed class KvStoreCliTests
     public void ResavingAfterLoad_KeepsTheLoadedAndTheNewTokens()
     {
         var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
-        string a = Path.Combine(_tmp, "a.lckv"), b = Path.Combine(_tmp, "b.lckv");
+        string a = Path.Combine(Dir, "a.lckv"), b = Path.Combine(Dir, "b.lckv");
         Assert.That(CliRunner.Run("run", model, "--prompt-ids", "1,20,90", "--max-new-tokens", "0", "--ep", "cpu", "--save-kv", a).ExitCode, Is.EqualTo(0));
         var r = CliRunner.Run("run", model, "--load-kv", a, "--prompt-ids", "3,20,4", "--max-new-tokens", "3", "--ep", "cpu", "--save-kv", b, "--kv-codec", "raw");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
@@ -48,7 +44,7 @@ public sealed class KvStoreCliTests
     public void BadKvOptionsAndFiles_AreOneLineErrors()
     {
         var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
-        var kv = Path.Combine(_tmp, "kv.lckv");
+        var kv = Path.Combine(Dir, "kv.lckv");
         void Fails(string expected, params string[] args)
         {
             var r = CliRunner.Run(["run", model, "--ep", "cpu", "--max-new-tokens", "1", .. args]);
@@ -60,13 +56,13 @@ public sealed class KvStoreCliTests
         Fails("give --save-kv FILE too", "--prompt-ids", "1,2", "--kv-codec", "int8");
         Fails("'zstd' is unknown", "--prompt-ids", "1,2", "--save-kv", kv, "--kv-codec", "zstd");
         Fails("cachegen setting 'bins' is unknown", "--prompt-ids", "1,2", "--save-kv", kv, "--kv-codec", "cachegen:bins=3");
-        Fails("not found", "--prompt-ids", "1,2", "--load-kv", Path.Combine(_tmp, "none.lckv"));
+        Fails("not found", "--prompt-ids", "1,2", "--load-kv", Path.Combine(Dir, "none.lckv"));
         Assert.That(File.Exists(kv), Is.False, "nothing saved by failed runs");
 
         Assert.That(CliRunner.Run("run", model, "--prompt-ids", "1,2,3", "--max-new-tokens", "0", "--ep", "cpu", "--save-kv", kv).ExitCode, Is.EqualTo(0));
         var bytes = File.ReadAllBytes(kv);
         bytes[^3] ^= 1;
-        var bad = Path.Combine(_tmp, "bad.lckv");
+        var bad = Path.Combine(Dir, "bad.lckv");
         File.WriteAllBytes(bad, bytes);
         Fails("is corrupted", "--prompt-ids", "4", "--load-kv", bad);
 

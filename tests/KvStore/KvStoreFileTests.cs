@@ -5,16 +5,11 @@ namespace LongCtx.Tests.KvStore;
 
 /// <summary>The KV-store file format and its three codecs: round trips, error bounds, and every bad-input case.</summary>
 [TestFixture]
-public sealed class KvStoreFileTests
+public sealed class KvStoreFileTests() : TempDirTest("kvstore")
 {
-    private string _dir = "";
-
-    [SetUp] public void SetUp() => _dir = TestSupport.TempDir("kvstore");
-    [TearDown] public void TearDown() { try { Directory.Delete(_dir, true); } catch (IOException) { } }
-
     private string Save(KvSnapshot s, string codec, string name = "kv.lckv", int chunk = KvStoreFile.DefaultChunkTokens)
     {
-        var path = Path.Combine(_dir, name);
+        var path = Path.Combine(Dir, name);
         KvStoreFile.Save(path, s, KvCodecs.Get(codec), chunk);
         return path;
     }
@@ -118,7 +113,7 @@ public sealed class KvStoreFileTests
             var s = KvFixtures.Snapshot(layers, heads, dim, length, seed: trial, scale: (float)Math.Pow(10, rng.Next(-3, 3)));
             var opts = new CacheGenOptions(rng.Next(1, 40), rng.Next(1, 70), [rng.Next(1, 128), rng.Next(1, 20), rng.Next(1, 8)], [rng.Next(1, 128), rng.Next(1, 20), rng.Next(1, 8)]);
             string what = $"trial {trial}: {layers}x{heads}x{length}x{dim}, chunk {chunk}, {opts}";
-            var path = Path.Combine(_dir, $"t{trial}.lckv");
+            var path = Path.Combine(Dir, $"t{trial}.lckv");
 
             KvStoreFile.Save(path, s, new RawKvCodec(), chunk);
             var raw = KvStoreFile.Load(path);
@@ -189,7 +184,7 @@ public sealed class KvStoreFileTests
     {
         var path = Save(KvFixtures.Snapshot(2, 2, 8, 300), codec);
         var b = File.ReadAllBytes(path);
-        var cut = Path.Combine(_dir, "cut.lckv");
+        var cut = Path.Combine(Dir, "cut.lckv");
         for (int n = 1; n < b.Length; n += Math.Max(1, n / 40))
         {
             File.WriteAllBytes(cut, b[..n]);
@@ -204,7 +199,7 @@ public sealed class KvStoreFileTests
     {
         var path = Save(KvFixtures.Snapshot(2, 2, 8, 300), codec);
         var b = File.ReadAllBytes(path);
-        var bad = Path.Combine(_dir, "bad.lckv");
+        var bad = Path.Combine(Dir, "bad.lckv");
         for (int i = 0; i < b.Length; i += 1 + i / 50)
         {
             var c = (byte[])b.Clone();
@@ -230,7 +225,7 @@ public sealed class KvStoreFileTests
         var e = LoadFails(path);
         Assert.That(e.Error, Is.EqualTo(KvStoreError.Format));
         Assert.That(e.Message, Does.Contain("not an lcc KV-store file"));
-        var missing = Path.Combine(_dir, "missing.lckv");
+        var missing = Path.Combine(Dir, "missing.lckv");
         Assert.That(Assert.Throws<FileNotFoundException>(() => KvStoreFile.Load(missing))!.Message, Does.Contain(missing));
     }
 
@@ -255,8 +250,8 @@ public sealed class KvStoreFileTests
         var e = Assert.Throws<ArgumentException>(() => KvStoreFile.Save(path, nan, new CacheGenKvCodec()))!;
         Assert.That(e.Message, Does.Contain("non-finite").And.Contain("nothing saved"));
         Assert.That(File.ReadAllBytes(path), Is.EqualTo(before), "the old file is untouched");
-        Assert.That(Directory.GetFiles(_dir).Select(Path.GetFileName), Is.EqualTo(new[] { "kv.lckv" }), "no temporary file left");
-        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => KvStoreFile.Save(Path.Combine(_dir, "no", "kv.lckv"), good, new RawKvCodec()))!.Message,
+        Assert.That(Directory.GetFiles(Dir).Select(Path.GetFileName), Is.EqualTo(new[] { "kv.lckv" }), "no temporary file left");
+        Assert.That(Assert.Throws<DirectoryNotFoundException>(() => KvStoreFile.Save(Path.Combine(Dir, "no", "kv.lckv"), good, new RawKvCodec()))!.Message,
             Does.Contain("does not exist"));
     }
 
