@@ -225,6 +225,12 @@ public sealed class KvStoreFileTests() : TempDirTest("kvstore")
         var e = LoadFails(path);
         Assert.That(e.Error, Is.EqualTo(KvStoreError.Format));
         Assert.That(e.Message, Does.Contain("not an lcc KV-store file"));
+        var fifo = Path.Combine(Dir, "fifo.lckv");
+        File.CreateSymbolicLink(Path.Combine(Dir, "zero.lckv"), "/dev/zero");
+        using (var mk = System.Diagnostics.Process.Start("mkfifo", fifo)) mk.WaitForExit();
+        foreach (var special in new[] { fifo, Path.Combine(Dir, "zero.lckv") })
+            Assert.That(Assert.Throws<LongCtx.Contract.UnsafeFileException>(() => KvStoreFile.Load(special))!.Message,
+                Does.Contain("not a regular file"), "a FIFO would block forever, /dev/zero never ends: refused before opening");
         var missing = Path.Combine(Dir, "missing.lckv");
         Assert.That(Assert.Throws<FileNotFoundException>(() => KvStoreFile.Load(missing))!.Message, Does.Contain(missing));
     }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using LongCtx.Contract;
 
 namespace LongCtx.Runtime.KvStore;
 
@@ -127,10 +128,11 @@ public static class KvStoreFile
         return snap;
     }
 
+    /// <summary>Through the SafeFile gate: a FIFO, device or other non-regular file is refused before it is opened.</summary>
     private static FileStream Open(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"KV file {path} not found", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return SafeFile.OpenRead(path, what: $"KV file {path}");
     }
 
     private static KvStoreHeader ReadHeader(FileStream fs, string path)
