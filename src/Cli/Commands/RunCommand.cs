@@ -5,7 +5,7 @@ using Spectre.Console;
 namespace LongCtx.Cli.Commands;
 
 /// <summary>
-/// <c>lcc run MODEL --prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F [--max-new-tokens N]</c>: streams generated
+/// <c>lcc run MODEL --prompt TEXT | --prompt-ids 1,2,3 | --prompt-file F [--max-new-tokens N] [--load-kv F] [--save-kv F [--kv-codec C]]</c>: streams generated
 /// tokens (ids, or text when the model folder has a tokenizer); a progress bar shows long prefills.
 /// </summary>
 internal static class RunCommand
@@ -24,8 +24,10 @@ internal static class RunCommand
         var seed = new Option<int>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 0 };
         var stop = new Option<string?>("--stop-ids") { Description = "token ids that end generation, e.g. 2" };
         var rt = new RuntimeCliOptions();
+        var kv = new KvStoreCliOptions();
         var cmd = new Command("run", "Generate from a prompt, streaming tokens") { model, prompt, ids, file, maxNew, chunk, temp, topK, topP, seed, stop };
         rt.AddTo(cmd);
+        kv.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             int given = (pr.GetValue(prompt) is null ? 0 : 1) + (pr.GetValue(ids) is null ? 0 : 1) + (pr.GetValue(file) is null ? 0 : 1);
@@ -40,9 +42,11 @@ internal static class RunCommand
                 TopK = pr.GetValue(topK), TopP = pr.GetValue(topP), Seed = pr.GetValue(seed),
                 StopTokens = pr.GetValue(stop) is { } st ? RuntimeCliOptions.ParseIds(st) : [],
             };
-            using var g = m.CreateGenerator();
-            Stream(m, g, tokens, opts, ct).GetAwaiter().GetResult();
+            using var g = kv.CreateGenerator(m, pr);
+            var emitted = new List<int>();
+            Stream(m, g, tokens, opts, emitted, ct).GetAwaiter().GetResult();
             Console.Error.WriteLine($"lcc: {tokens.Count} prompt tokens, finished: {g.LastFinishReason}");
+            kv.SaveIfAsked(m, g, tokens.Concat(emitted), pr);
             return Cli.Ok;
         })));
         return cmd;
@@ -71,7 +75,7 @@ internal static class RunCommand
         return m.Tokenizer.Encode(text!);
     }
 
-    private static async Task Stream(LongCtxModel m, Generator g, IReadOnlyList<int> tokens, GenerationOptions opts, CancellationToken ct)
+    private static async Task Stream(LongCtxModel m, Generator g, IReadOnlyList<int> tokens, GenerationOptions opts, List<int> emitted, CancellationToken ct)
     {
         bool bar = !Console.IsErrorRedirected && opts.Chunk > 0 && tokens.Count > opts.Chunk && m.SupportsChunkedPrefill;
         ProgressTask? task = null;
@@ -93,6 +97,7 @@ internal static class RunCommand
         else has = await e.MoveNextAsync();
         for (int n = 0; has; n++)
         {
+            emitted.Add(e.Current);
             Console.Out.Write(m.Tokenizer is { } tk ? tk.Decode([e.Current]) : (n > 0 ? " " : "") + e.Current);
             Console.Out.Flush();
             has = await e.MoveNextAsync();
