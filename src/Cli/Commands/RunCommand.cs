@@ -23,8 +23,10 @@ internal static class RunCommand
         var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass (1 = off)", DefaultValueFactory = _ => 1f };
         var seed = new Option<int>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 0 };
         var stop = new Option<string?>("--stop-ids") { Description = "token ids that end generation, e.g. 2" };
+        var prefix = new PrefixCacheOption();
         var rt = new RuntimeCliOptions();
         var cmd = new Command("run", "Generate from a prompt, streaming tokens") { model, prompt, ids, file, maxNew, chunk, temp, topK, topP, seed, stop };
+        prefix.AddTo(cmd);
         rt.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
@@ -39,8 +41,12 @@ internal static class RunCommand
                 StopTokens = pr.GetValue(stop) is { } st ? RuntimeCliOptions.ParseIds(st) : [],
             };
             using var g = m.CreateGenerator();
-            Stream(m, g, tokens, opts, ct).GetAwaiter().GetResult();
+            var cache = prefix.Build(pr, m);
+            int hit = cache?.Restore(g, tokens) ?? 0;
+            Stream(m, g, tokens.Skip(hit).ToArray(), opts, ct).GetAwaiter().GetResult();
+            cache?.Store(g, tokens);
             Console.Error.WriteLine($"lcc: {tokens.Count} prompt tokens, finished: {g.LastFinishReason}");
+            PrefixCacheOption.Report(cache);
             return Cli.Ok;
         })));
         return cmd;
