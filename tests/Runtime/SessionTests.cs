@@ -185,5 +185,16 @@ public sealed class SessionTests
         Assert.That(e.Message, Does.Contain($"holds {cap - 3} tokens").And.Contain($"adds 5").And.Contain($"max context of {cap}"));
         Assert.That(conv.Length, Is.EqualTo(cap - 3), "nothing fed");
         Assert.Throws<ArgumentOutOfRangeException>(() => conv.Truncate(cap));
+
+        var s = conv.Snapshot();
+        long per = (long)s.KvHeads * (cap + 1) * s.HeadDim;
+        var tooLong = s with
+        {
+            Tokens = new int[cap + 1], NextPosition = cap + 1,
+            Keys = [.. s.Keys.Select(_ => new float[per])], Values = [.. s.Values.Select(_ => new float[per])],
+        };
+        var r = Assert.Throws<RuntimeException>(() => conv.Restore(tooLong))!;
+        Assert.That(r.Message, Does.Contain($"holds {cap + 1} tokens").And.Contain($"max context of {cap}"));
+        Assert.That(conv.Length, Is.EqualTo(cap - 3), "nothing restored, the session unchanged");
     }
 }

@@ -135,8 +135,6 @@ public sealed class Conversation : IDisposable
         if (tokens >= cached) { _pending = tokens - cached; Trim(tokens); return; }
         if (Evicted > 0)
             throw new RuntimeException($"{Model.Name}: the streaming cache has evicted {Evicted} tokens; a session can only be truncated before it evicts (fork it earlier instead)");
-        if (_held.Count != cached)
-            throw new RuntimeException($"{Model.Name}: the session was restored from a snapshot of {_held.Count} tokens; truncate within them only");
         if (tokens == 0) _g.Reset();
         else KvTransfer.Import(_g.Cache, [KvTransfer.Export(_g.Cache, Model.ModelHash, 0, _held.GetRange(0, tokens).ToArray(), tokens)], tokens);
         _held.RemoveRange(tokens, _held.Count - tokens);
@@ -154,9 +152,8 @@ public sealed class Conversation : IDisposable
             throw new RuntimeException($"{Model.Name}: the KV snapshot belongs to model {snapshot.ModelHash}, not this model ({Model.ModelHash}); load it into the model it was saved from");
         if (Model.MaxContext is { } max && snapshot.Length > max && Model.Streaming is null)
             throw new RuntimeException($"{Model.Name}: the KV snapshot holds {snapshot.Length} tokens, beyond the model's max context of {max}");
-        KvTransfer.Check(_g.Cache.Contract, snapshot); // a malformed snapshot changes nothing
-        try { KvTransfer.Import(_g.Cache, [snapshot], snapshot.NextPosition); }
-        catch { _g.Reset(); Clear(); throw; } // failed part way (a cache that cannot hold it): an empty session, not a partial one
+        // shape, length and position are checked (KvTransfer.Check, then the cache's PrepareImport) before anything changes
+        KvTransfer.Import(_g.Cache, [snapshot], snapshot.NextPosition);
         Clear();
         _held.AddRange(snapshot.Tokens);
         _transcript.AddRange(snapshot.Tokens);
