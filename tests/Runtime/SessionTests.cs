@@ -104,6 +104,21 @@ public sealed class SessionTests
         Assert.That(MaxDiff(logits, fresh), Is.LessThanOrEqualTo(Tolerance(m, fresh)));
     }
 
+    [TestCase("recall-concat"), TestCase("recall-shared"), TestCase("static-fp32"), TestCase("qwen-fp16")]
+    public void PrefixCache_RestoredBlocks_EqualFreshRun(string which)
+    {
+        using var m = Open(which);
+        var cache = new PrefixCache(m, 16L << 20, blockTokens: 4);
+        int[] doc = Ids(9, m.VocabSize, 15), x = Ids(2, m.VocabSize, 16), y = Ids(3, m.VocabSize, 17);
+        using (var first = new Conversation(m, cache)) first.Append([.. doc, .. x]);
+        using var second = new Conversation(m, cache);
+        var logits = second.Append([.. doc, .. y]);
+        Assert.That(second.LastPrefixHit, Is.EqualTo(8), "two 4-token blocks of the shared 9-token prefix");
+        var fresh = Fresh(m, doc, y);
+        Assert.That(MaxDiff(logits, fresh), Is.LessThanOrEqualTo(Tolerance(m, fresh)));
+        Assert.That(second.Transcript, Is.EqualTo(doc.Concat(y)));
+    }
+
     [Test]
     public void Generate_KeepsTheTranscript_PendingTokenFedNextTurn()
     {
