@@ -67,24 +67,14 @@ public sealed class PrefixCacheTests
         // 8-token blocks; a budget of 12 blocks, far below the ~30 the prompts need: eviction runs while others read
         var probe = new PrefixCache(m, long.MaxValue, blockTokens: 8);
         var cache = new PrefixCache(m, 12 * probe.BlockBytes, blockTokens: 8);
-        var results = new List<int>[8][];
-        var tasks = Enumerable.Range(0, 8).Select(w => Task.Run(() =>
+        RuntimeFixtures.AssertConcurrentEqualsSerial(8, serial, r =>
         {
-            var mine = new List<int>[prompts.Length];
-            for (int k = 0; k < prompts.Length; k++)
-            {
-                int r = (k * 5 + w * 11) % prompts.Length;
-                using var g = m.CreateGenerator();
-                int hit = cache.Restore(g, prompts[r]);
-                mine[r] = g.Generate(prompts[r][hit..], opts);
-                cache.Store(g, prompts[r]);
-            }
-            results[w] = mine;
-        })).ToArray();
-        Assert.That(Task.WaitAll(tasks, TimeSpan.FromMinutes(3)), Is.True, "timed out");
-        for (int w = 0; w < 8; w++)
-            for (int r = 0; r < prompts.Length; r++)
-                Assert.That(results[w][r], Is.EqualTo(serial[r]), $"worker {w}, request {r}");
+            using var g = m.CreateGenerator();
+            int hit = cache.Restore(g, prompts[r]);
+            var tokens = g.Generate(prompts[r][hit..], opts);
+            cache.Store(g, prompts[r]);
+            return tokens;
+        });
         var s = cache.Stats();
         Assert.That(s.HitTokens, Is.GreaterThan(0));
         Assert.That(s.BlocksEvicted, Is.GreaterThan(0));
