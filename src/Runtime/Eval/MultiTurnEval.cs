@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using LongCtx.Contract;
 using LongCtx.Runtime.Sessions;
 
 namespace LongCtx.Runtime.Eval;
@@ -17,12 +18,13 @@ public sealed record RetrievalVocab(int Query, int Answer, int KeyFirst, int Key
             throw new RuntimeException($"{configPath} not found: --multi-turn needs the vocabulary layout (config.json with vocab.QUERY, ANSWER, keys, values) next to the needle file");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
+            using var doc = JsonDocument.Parse(SafeFile.ReadText(configPath, LongCtxFiles.SmallTextCap, what: configPath));
             var v = doc.RootElement.GetProperty("vocab");
             return new(v.GetProperty("QUERY").GetInt32(), v.GetProperty("ANSWER").GetInt32(),
                 v.GetProperty("keys").GetProperty("first").GetInt32(), v.GetProperty("keys").GetProperty("last").GetInt32(),
                 v.GetProperty("values").GetProperty("first").GetInt32(), v.GetProperty("values").GetProperty("last").GetInt32());
         }
+        catch (UnsafeFileException e) { throw new RuntimeException(e.Message, e); }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
         {
             throw new RuntimeException($"{configPath}: no vocab.QUERY / ANSWER / keys.first,last / values.first,last ({e.Message}); --multi-turn needs the key-value vocabulary layout", e);
