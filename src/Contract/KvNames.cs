@@ -92,13 +92,18 @@ public static class KvNames
         StaticUpdated,
     ];
 
-    /// <summary>The family, layer and part of a KV-cache tensor name; null when no family claims it.</summary>
+    /// <summary>Largest layer index a KV name may carry (no model has 65536 layers; a larger index in a hostile name would
+    /// size per-layer tables by it). Such a name is not a KV name: the runtime reports it as an input it cannot map.</summary>
+    public const int MaxLayer = (1 << 16) - 1;
+
+    /// <summary>The family, layer and part of a KV-cache tensor name; null when no family claims it (or its layer index
+    /// exceeds <see cref="MaxLayer"/>).</summary>
     public static KvName? Parse(string name)
     {
         foreach (var f in Families)
         {
             var m = f.Regex.Match(name);
-            if (m.Success && int.TryParse(m.Groups["layer"].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out int layer))
+            if (m.Success && int.TryParse(m.Groups["layer"].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out int layer) && layer <= MaxLayer)
                 return new KvName(f, layer, m.Groups["part"].ValueSpan.SequenceEqual("key") ? KvPart.Key : KvPart.Value);
         }
         return null;

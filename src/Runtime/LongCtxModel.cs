@@ -232,6 +232,7 @@ public sealed class LongCtxModel : IDisposable
     {
         SharedBufferLength = options.MaxContext ?? Math.Min(DefaultSharedBufferLength, MaxContext ?? DefaultSharedBufferLength);
         SharedBufferGrows = options.MaxContext is null;
+        if (options.KvCache != KvCacheMode.Concat && options.MaxContext is { } explicitLength) KvBufferBudget.Check(Name, Contract, explicitLength);
         if (options.KvCache != KvCacheMode.Concat) return true;
         KvCache = KvCacheMode.Concat;
         return false;

@@ -64,7 +64,7 @@ public sealed class MultiTurnEvalTests
     public void Cli_MultiTurnTable_AndBadInput()
     {
         var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
-        var r = CliRunner.Run("eval", model, "--needle", Eval256, "--multi-turn", "3", "--limit", "2", "--ep", "cpu", "--chunk", "128", "--prefix-cache", "16m");
+        var r = CliRunner.Run("eval", model, "--needle", Eval256, "--multi-turn", "3", "--limit", "2", "--ep", "cpu", "--chunk", "128", "--prefix-cache", "16MiB");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
         Assert.That(r.Stdout, Does.Contain("multi-turn 3: 2 conversations").And.Contain("TTFT reuse ms").And.Contain("turns 2..3: TTFT reuse").And.Contain("prefix cache:").And.Contain("uptime"));
 
@@ -84,7 +84,7 @@ public sealed class MultiTurnEvalTests
         Assert.That(tooMany.ExitCode, Is.EqualTo(1));
         Assert.That(tooMany.Stderr, Does.Contain("no haystack has 40 keys").And.Contain("lower --multi-turn"));
 
-        var small = CliRunner.Run("eval", model, "--needle", Eval256, "--limit", "2", "--ep", "cpu", "--prefix-cache", "1k");
+        var small = CliRunner.Run("eval", model, "--needle", Eval256, "--limit", "2", "--ep", "cpu", "--prefix-cache", "1KiB");
         Assert.That(small.ExitCode, Is.EqualTo(0), small.Stderr);
         Assert.That(small.Stderr.Split('\n').Count(l => l.Contains("prefix cache off")), Is.EqualTo(1), "said once");
     }

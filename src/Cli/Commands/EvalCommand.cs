@@ -30,12 +30,15 @@ internal static class EvalCommand
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var file = pr.GetValue(needle)!;
+            var jsonPath = pr.GetValue(jsonOut) is { } jo ? OutputFiles.Check(jo.FullName, "--json-out") : null;
+            if (pr.GetValue(limit) < 0) throw new ArgumentException($"--limit {pr.GetValue(limit)}: give 0 (all) or a positive number of prompts");
             int turns = pr.GetValue(multiTurn);
             if (turns < 0) throw new ArgumentException($"--multi-turn {turns}: must be positive");
-            var items = NeedleEval.Read(file.FullName, turns > 0 ? 0 : pr.GetValue(limit));
+            var items = NeedleEval.Read(file.FullName, turns > 0 ? 0 : pr.GetValue(limit)); // --multi-turn: --limit counts conversations
+            if (items.Count == 0) throw new ArgumentException($"{file.FullName}: no prompts (empty needle file); nothing to evaluate");
             using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
             var cache = prefix.Build(pr, m);
-            if (turns > 0) return MultiTurn(m, file, items, turns, pr.GetValue(limit), pr.GetValue(chunk), !pr.GetValue(noRecompute), cache, pr.GetValue(jsonOut), ct);
+            if (turns > 0) return MultiTurn(m, file, items, turns, pr.GetValue(limit), pr.GetValue(chunk), !pr.GetValue(noRecompute), cache, jsonPath, ct);
             NeedleResult? result = null;
             if (Console.IsErrorRedirected)
                 result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), null, ct, cache);
@@ -49,15 +52,15 @@ internal static class EvalCommand
             var r = result!;
             Console.Out.WriteLine($"{r.Model}  {r.File}  n={r.N}  correct={r.Correct}  accuracy={r.Accuracy:F3}  chunk={(r.Chunked ? r.Chunk.ToString() : "one-piece")}  {r.Seconds:F1}s");
             PrefixCacheOption.Report(cache);
-            if (pr.GetValue(jsonOut) is { } jf)
-                File.WriteAllText(jf.FullName, JsonSerializer.Serialize(r, Cli.Json) + "\n");
+            if (jsonPath is not null)
+                OutputFiles.Write(jsonPath, tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(r, Cli.Json) + "\n"));
             return Cli.Ok;
         })));
         return cmd;
     }
 
     private static int MultiTurn(LongCtxModel m, FileInfo file, List<NeedleItem> needles, int turns, int limit, int chunk, bool recompute,
-        PrefixCache? cache, FileInfo? jsonOut, CancellationToken ct)
+        PrefixCache? cache, string? jsonPath, CancellationToken ct)
     {
         var vocab = RetrievalVocab.Read(Path.Combine(file.DirectoryName ?? ".", LongCtx.Contract.LongCtxFiles.Config));
         var (items, skipped) = MultiTurnEval.Build(needles, vocab, turns, limit);
@@ -66,7 +69,8 @@ internal static class EvalCommand
         string before = MultiTurnReport.Uptime();
         var r = MultiTurnEval.Run(m, file.FullName, vocab, items, turns, skipped, chunk, recompute, cache, null, ct);
         Console.Out.Write(MultiTurnReport.Table(r, before + " before, " + MultiTurnReport.Uptime() + " after"));
-        if (jsonOut is not null) File.WriteAllText(jsonOut.FullName, JsonSerializer.Serialize(r, Cli.Json) + "\n");
+        if (jsonPath is not null)
+            OutputFiles.Write(jsonPath, tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(r, Cli.Json) + "\n"));
         return Cli.Ok;
     }
 }

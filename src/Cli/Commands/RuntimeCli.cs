@@ -20,7 +20,7 @@ internal sealed class RuntimeCliOptions
     public RuntimeOptions Build(ParseResult pr) => new()
     {
         ExecutionProvider = RuntimeOptions.ParseProvider(pr.GetValue(Ep) ?? "auto"),
-        IntraOpThreads = pr.GetValue(Threads),
+        IntraOpThreads = CheckThreads(pr.GetValue(Threads)),
         MemoryArena = !pr.GetValue(NoArena),
         CustomOpsLibrary = pr.GetValue(CustomOps),
         IoBinding = (pr.GetValue(IoBinding) ?? "auto").ToLowerInvariant() switch
@@ -45,15 +45,25 @@ internal sealed class RuntimeCliOptions
     /// <summary>Parses "1,2,3" or "1 2 3".</summary>
     public static int[] ParseIds(string s) =>
         s.Split([',', ' ', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)
-         .Select(t => int.TryParse(t, out int v) ? v : throw new ArgumentException($"'{t}' is not a token id")).ToArray();
+         .Select(t => int.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) ? v : throw new ArgumentException($"'{t}' is not a token id (a non-negative 32-bit integer)")).ToArray();
 
     /// <summary>Parses "256,512,1k,4k".</summary>
-    public static int[] ParseLengths(string s) =>
-        s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+    public static int[] ParseLengths(string s)
+    {
+        var r = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
         {
             var lower = t.ToLowerInvariant();
             int mul = lower.EndsWith('k') ? 1024 : 1;
             var num = mul == 1 ? lower : lower[..^1];
-            return int.TryParse(num, out int v) && v > 0 ? v * mul : throw new ArgumentException($"'{t}' is not a length (e.g. 512, 4k)");
+            if (!int.TryParse(num, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) || v <= 0)
+                throw new ArgumentException($"--lengths: '{t}' is not a length (e.g. 512, 4k)");
+            return (long)v * mul <= int.MaxValue ? v * mul : throw new ArgumentException($"--lengths: '{t}' is too large (at most {int.MaxValue} tokens)");
         }).ToArray();
+        return r.Length > 0 ? r : throw new ArgumentException($"--lengths '{s}': give at least one prompt length, e.g. 256,512,1k");
+    }
+
+    /// <summary>--threads: 0 (ONNX Runtime's default) up to the machine's logical cores.</summary>
+    public static int CheckThreads(int threads) =>
+        threads >= 0 && threads <= Environment.ProcessorCount ? threads
+        : throw new ArgumentException($"--threads {threads}: give 0 (ONNX Runtime's default) up to {Environment.ProcessorCount}, the logical cores of this machine");
 }

@@ -131,14 +131,18 @@ public static class OpSchemas
 
     /// <summary>
     /// longctx.LongAttention (custom-ops/ort/long_attention_op.h): the long-context attention kernel, GQA's inputs and
-    /// outputs plus lse; patterns dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context).
+    /// outputs plus lse; patterns dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context) |
+    /// trishape (sink, window, last, min_len) | vslash (vertical, slash, min_len) | xattn (threshold, stride, min_len) |
+    /// block (local_blocks, vert_stride, min_len).
     /// GQA's local_window_size / softcap / smooth_softmax are not attributes of it (the op rejects them).
     /// </summary>
     public static readonly OpSchema LongAttention = new(LongCtxDomain, "LongAttention", 1,
         GqaInputs, [new("output", Optional: false), new("present_key", Optional: false), new("present_value", Optional: false), new("lse")],
         [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("do_rotary", 0), Int("rotary_interleaved", 0),
          new("pattern", AttrKind.String, "dense"), Int("sink", 0), Int("window"), Int("chunk_size"), Int("local_size"), Int("trained_context", 0),
-         new("isa", AttrKind.String, "auto")],
+         new("isa", AttrKind.String, "auto"),
+         // sparse prefill (issue 10): trishape (sink, window, last), vslash (vertical, slash), xattn (threshold, stride), block
+         Int("min_len"), Int("last"), Int("vertical"), Int("slash"), Float("threshold", 0.9f), Int("stride"), Int("local_blocks"), Int("vert_stride")],
         "custom-ops LongAttention op");
 
     public static IReadOnlyList<OpSchema> All { get; } =

@@ -165,15 +165,4 @@ public sealed class PrefixCache
         }
         return keys;
     }
-
-    /// <summary>Parses a budget: bytes, or a number with k, m, g (KiB, MiB, GiB), e.g. 512m.</summary>
-    public static long ParseSize(string s)
-    {
-        var t = s.Trim().ToLowerInvariant().TrimEnd('b');
-        long mul = t.EndsWith('k') ? 1L << 10 : t.EndsWith('m') ? 1L << 20 : t.EndsWith('g') ? 1L << 30 : 1;
-        var num = mul == 1 ? t : t[..^1];
-        return double.TryParse(num, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v >= 0 && v * mul < long.MaxValue
-            ? (long)(v * mul)
-            : throw new ArgumentException($"--prefix-cache '{s}': not a size (bytes, or e.g. 512m, 2g)");
-    }
 }
