@@ -77,6 +77,10 @@ public abstract class KvCacheManager : IDisposable
     /// </summary>
     internal virtual (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => null;
 
+    /// <summary>Whether <see cref="HostTensor"/> and <see cref="PrepareImport"/> work for this cache (sessions fork,
+    /// truncate and snapshot through them; the prefix cache skips caches without them).</summary>
+    internal virtual bool SupportsSnapshots => false;
+
     /// <summary>
     /// Drops what the cache holds and makes it hold <paramref name="length"/> rows (contents undefined until
     /// Sessions/KvTransfer writes them through <see cref="HostTensor"/>), the next token at <paramref name="nextPosition"/>.
@@ -140,6 +144,7 @@ public abstract class ReplacingKvCache : KvCacheManager
     protected abstract int RowsPerHead { get; }
 
     internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => _tensors[index] is { } t ? (t, RowsPerHead) : null;
+    internal override bool SupportsSnapshots => true;
 
     /// <summary>Why the step's outputs cannot become the cache (null when they can).</summary>
     protected virtual string? CheckOutputs(IReadOnlyList<OrtValue> outputs, int newTokens) => null;

@@ -93,6 +93,8 @@ public sealed class SharedBufferKvCache : KvCacheManager
     internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) =>
         _buffers[index] is { } b ? (_allocator is null ? (b, _capacity) : throw new RuntimeException($"{_model}: the shared KV buffer is in device memory; KV snapshots need host memory (--ep cpu)")) : null;
 
+    internal override bool SupportsSnapshots => _allocator is null;
+
     internal override void PrepareImport(int length, int nextPosition)
     {
         if (nextPosition != length) throw new RuntimeException($"{_model}: the shared KV buffer holds every token: a snapshot of {length} tokens cannot start the next token at {nextPosition}");

@@ -128,6 +128,7 @@ public sealed class StreamingKvCache : KvCacheManager
     }
 
     internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => _buffers[index] is { } b ? (b, BufferLength) : null;
+    internal override bool SupportsSnapshots => true;
 
     /// <summary>A snapshot of a streaming cache: at most the buffer's rows; positions go on from <paramref name="nextPosition"/>.</summary>
     internal override void PrepareImport(int length, int nextPosition)

@@ -159,7 +159,7 @@ public sealed class Conversation : IDisposable
         _transcript.AddRange(snapshot.Tokens);
     }
 
-    private bool UsePrefixCache => _prefix is { Enabled: true } && _g.Length == 0 && _g.Cache is not StreamingKvCache;
+    private bool UsePrefixCache => _prefix is not null && _prefix.Usable(_g.Cache) && _g.Length == 0;
 
     private int Evicted => NextPosition - Length;
 

@@ -16,6 +16,7 @@ public static class KvTransfer
     /// <summary>Rows [<paramref name="from"/>, <paramref name="from"/> + tokens.Length) of every layer as a snapshot.</summary>
     public static KvSnapshot Export(KvCacheManager cache, string modelHash, int from, int[] tokens, int nextPosition)
     {
+        RequireSnapshots(cache);
         var c = cache.Contract;
         int count = tokens.Length;
         if (from < 0 || from + count > cache.Length)
@@ -41,6 +42,7 @@ public static class KvTransfer
     /// </summary>
     public static void Import(KvCacheManager cache, IReadOnlyList<KvSnapshot> pieces, int nextPosition)
     {
+        RequireSnapshots(cache);
         int total = 0;
         foreach (var p in pieces)
         {
@@ -59,6 +61,13 @@ public static class KvTransfer
                 }
             at += p.Length;
         }
+    }
+
+    /// <summary>Throws a one-line error for a cache whose tensors cannot be copied to and from the host.</summary>
+    public static void RequireSnapshots(KvCacheManager cache)
+    {
+        if (!cache.SupportsSnapshots)
+            throw new RuntimeException($"a {cache.GetType().Name} cannot be copied to or from a KV snapshot (session fork, truncate, snapshot, restore); use a concat, static, shared-buffer (host memory) or streaming cache");
     }
 
     /// <summary>Throws when <paramref name="snapshot"/> is malformed or shaped for another model's cache.</summary>

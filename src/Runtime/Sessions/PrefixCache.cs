@@ -26,7 +26,8 @@ public sealed record PrefixCacheStats(long Lookups, long LookupTokens, long HitT
 /// eviction; a lookup touches a chain from its last block to its first, so parents outlive their children. Thread-safe:
 /// one lock around the table (copies in and out of caches run outside it; blocks are immutable once stored), so any
 /// number of generators on one model may share it. Non-evicting caches only (a streaming cache is not the KV of its
-/// prefix once it evicts).
+/// prefix once it evicts), and caches that copy to the host (<see cref="KvCacheManager.SupportsSnapshots"/>); others
+/// are served without it.
 /// </summary>
 public sealed class PrefixCache
 {
@@ -74,7 +75,7 @@ public sealed class PrefixCache
     public int Restore(Generator generator, IReadOnlyList<int> prompt)
     {
         if (generator.Length != 0) throw new InvalidOperationException($"{Model.Name}: the prefix cache restores into an empty generator only (it holds {generator.Length} tokens)");
-        if (!Enabled || generator.Cache is StreamingKvCache) return 0;
+        if (!Usable(generator.Cache)) return 0;
         int usable = (prompt.Count - 1) / BlockTokens;
         var keys = Chain(prompt, usable);
         var found = new List<KvSnapshot>(usable);
@@ -101,7 +102,7 @@ public sealed class PrefixCache
     /// </summary>
     public void Store(Generator generator, IReadOnlyList<int> prompt)
     {
-        if (!Enabled || generator.Cache is StreamingKvCache || generator.Cache.NextPosition != generator.Length) return;
+        if (!Usable(generator.Cache) || generator.Cache.NextPosition != generator.Length) return;
         int full = Math.Min(prompt.Count, generator.Length) / BlockTokens;
         var keys = Chain(prompt, full);
         var tokens = prompt as int[] ?? prompt.ToArray();
@@ -141,6 +142,9 @@ public sealed class PrefixCache
     {
         lock (_lock) return new(_lookups, _lookupTokens, _hitTokens, _stored, _evicted, _table.Count, _bytes, BudgetBytes, Enabled);
     }
+
+    /// <summary>Whether blocks can be copied in and out of <paramref name="cache"/> and are the KV of their prefix (not after eviction).</summary>
+    public bool Usable(KvCacheManager cache) => Enabled && cache.SupportsSnapshots && cache is not StreamingKvCache;
 
     private void Touch(LinkedListNode<Block> node)
     {
