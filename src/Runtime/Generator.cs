@@ -157,7 +157,8 @@ public sealed class Generator : IDisposable
             yield return e.Current;
     }
 
-    private IEnumerable<int> Steps(IReadOnlyList<int> prompt, GenerationOptions o, CancellationToken ct, IProgress<int>? progress)
+    /// <summary>Prefill then decode, one token per MoveNext (sessions stream through it: Sessions/Conversation).</summary>
+    internal IEnumerable<int> Steps(IReadOnlyList<int> prompt, GenerationOptions o, CancellationToken ct, IProgress<int>? progress)
     {
         LastFinishReason = FinishReason.None;
         o = o.Validated();

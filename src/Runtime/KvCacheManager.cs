@@ -70,6 +70,25 @@ public abstract class KvCacheManager : IDisposable
     /// <summary>Forgets every cached token.</summary>
     public abstract void Clear();
 
+    /// <summary>
+    /// Host access for KV snapshots (sessions, prefix cache; see Sessions/KvTransfer): the tensor that holds K
+    /// (<paramref name="index"/> even) or V (odd) of layer index / 2 and its rows per head (the cached tokens are rows
+    /// [0, <see cref="Length"/>) of each head), or null when nothing is allocated yet.
+    /// </summary>
+    internal virtual (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => null;
+
+    /// <summary>Whether <see cref="HostTensor"/> and <see cref="PrepareImport"/> work for this cache (sessions fork,
+    /// truncate and snapshot through them; the prefix cache skips caches without them).</summary>
+    internal virtual bool SupportsSnapshots => false;
+
+    /// <summary>
+    /// Drops what the cache holds and makes it hold <paramref name="length"/> rows (contents undefined until
+    /// Sessions/KvTransfer writes them through <see cref="HostTensor"/>), the next token at <paramref name="nextPosition"/>.
+    /// Throws a <see cref="RuntimeException"/> when this cache cannot hold them.
+    /// </summary>
+    internal virtual void PrepareImport(int length, int nextPosition) =>
+        throw new RuntimeException($"a {GetType().Name} cannot be restored from a KV snapshot");
+
     public static KvCacheManager Create(DecoderContract contract) => contract.CacheKind switch
     {
         KvCacheKind.Concat => new ConcatKvCache(contract),
@@ -122,6 +141,12 @@ public abstract class ReplacingKvCache : KvCacheManager
         _length += newTokens;
     }
 
+    /// <summary>Rows per head of the held tensors: the cached length (concat) or the capacity (static).</summary>
+    protected abstract int RowsPerHead { get; }
+
+    internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => _tensors[index] is { } t ? (t, RowsPerHead) : null;
+    internal override bool SupportsSnapshots => true;
+
     /// <summary>Why the step's outputs cannot become the cache (null when they can).</summary>
     protected virtual string? CheckOutputs(IReadOnlyList<OrtValue> outputs, int newTokens) => null;
 
@@ -139,6 +164,17 @@ public sealed class ConcatKvCache : ReplacingKvCache
 {
     public ConcatKvCache(DecoderContract contract) : base(contract) { }
     public override int? Capacity => null;
+    protected override int RowsPerHead => _length;
+
+    internal override void PrepareImport(int length, int nextPosition)
+    {
+        if (nextPosition != length) throw new RuntimeException($"a concat KV cache holds every token: a snapshot of {length} tokens cannot start the next token at {nextPosition}");
+        Clear();
+        if (length == 0) return;
+        for (int i = 0; i < _tensors.Length; i++)
+            _tensors[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, Contract.KvType, [1, Contract.KvHeads, length, Contract.HeadDim]);
+        _length = length;
+    }
     public override long Bytes => _tensors.Sum(t => t is null ? 0 : t.GetTensorSizeInBytes());
 
     public override void AddInputs(List<string> names, List<OrtValue> values, List<OrtValue> owned, int newTokens)
@@ -177,6 +213,17 @@ public sealed class StaticKvCache : ReplacingKvCache
 {
     public StaticKvCache(DecoderContract contract) : base(contract) { }
     public override int? Capacity => Contract.StaticCapacity;
+    protected override int RowsPerHead => Contract.StaticCapacity!.Value;
+
+    internal override void PrepareImport(int length, int nextPosition)
+    {
+        if (nextPosition != length) throw new RuntimeException($"a static KV cache holds every token: a snapshot of {length} tokens cannot start the next token at {nextPosition}");
+        if (length > Contract.StaticCapacity)
+            throw new RuntimeException($"a snapshot of {length} tokens does not fit the static KV cache of {Contract.StaticCapacity} tokens");
+        for (int i = 0; i < _tensors.Length; i++)
+            _tensors[i] ??= Zeros(Contract.KvType, [1, Contract.StaticCapacity!.Value, Contract.StaticWidth!.Value]);
+        _length = length; // slots past length are masked by nonpad_kv_seqlen and overwritten at write_indices
+    }
     public override long Bytes => _tensors.Length * (long)Contract.StaticCapacity!.Value * Contract.StaticWidth!.Value * DecoderContract.ElementSize(Contract.KvType);
 
     public override void AddInputs(List<string> names, List<OrtValue> values, List<OrtValue> owned, int newTokens)

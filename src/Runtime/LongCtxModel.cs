@@ -89,6 +89,10 @@ public sealed class LongCtxModel : IDisposable
     /// <summary>One-line notes gathered while loading (EP fallbacks, prefill mode).</summary>
     public IReadOnlyList<string> Notes => _notes;
 
+    /// <summary>Identity of the model's weights and graph that KV snapshots carry (<see cref="Sessions.ModelIdentity"/>); computed on first use.</summary>
+    public string ModelHash => _modelHash ??= Sessions.ModelIdentity.Compute(ModelPath);
+    private string? _modelHash;
+
     public Generator CreateGenerator() => new(this, CreateCache());
 
     /// <summary>A generator on a cache the caller built (a custom <see cref="KvCacheManager"/>); the generator owns it.</summary>

@@ -90,6 +90,29 @@ public sealed class SharedBufferKvCache : KvCacheManager
 
     public override void Clear() => _length = 0; // buffers are kept: the kernel reads only [0, seqlens_k]
 
+    internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) =>
+        _buffers[index] is { } b ? (_allocator is null ? (b, _capacity) : throw new RuntimeException($"{_model}: the shared KV buffer is in device memory; KV snapshots need host memory (--ep cpu)")) : null;
+
+    internal override bool SupportsSnapshots => _allocator is null;
+
+    internal override void PrepareImport(int length, int nextPosition)
+    {
+        if (nextPosition != length) throw new RuntimeException($"{_model}: the shared KV buffer holds every token: a snapshot of {length} tokens cannot start the next token at {nextPosition}");
+        if (_allocator is not null) throw new RuntimeException($"{_model}: the shared KV buffer is in device memory; KV snapshots need host memory (--ep cpu)");
+        if (length > _capacity && (!Growable || (_limit is { } lim && length > lim)))
+            throw new RuntimeException($"{_model}: a snapshot of {length} tokens does not fit the shared KV buffer of {(Growable ? _limit : _capacity)} tokens; raise --max-context (RuntimeOptions.MaxContext) or use --kv-cache concat");
+        _length = 0;
+        if (length > _capacity)
+        {
+            int cap = _capacity;
+            while (cap < length) cap *= 2;
+            if (_limit is { } l) cap = Math.Min(cap, l);
+            Grow(cap); // nothing held: only the buffers' size changes
+        }
+        for (int i = 0; i < _buffers.Length; i++) _buffers[i] ??= Allocate(_capacity);
+        _length = length;
+    }
+
     private OrtValue Allocate(int capacity)
     {
         // not zeroed: the kernels read only rows [0, seqlens_k] (written before they are read), so a large buffer stays

@@ -127,6 +127,20 @@ public sealed class StreamingKvCache : KvCacheManager
         _evicted = 0;
     }
 
+    internal override (OrtValue Tensor, int RowsPerHead)? HostTensor(int index) => _buffers[index] is { } b ? (b, BufferLength) : null;
+    internal override bool SupportsSnapshots => true;
+
+    /// <summary>A snapshot of a streaming cache: at most the buffer's rows; positions go on from <paramref name="nextPosition"/>.</summary>
+    internal override void PrepareImport(int length, int nextPosition)
+    {
+        if (length > BufferLength)
+            throw new RuntimeException($"{_model}: a snapshot of {length} tokens does not fit the streaming buffer of {BufferLength} (sink {Policy.Sink}, window {Policy.Window})");
+        for (int i = 0; i < _buffers.Length; i++) _buffers[i] ??= Allocate();
+        _length = length;
+        _seen = nextPosition;
+        _evicted = nextPosition - length;
+    }
+
     private OrtValue Allocate()
     {
         return Zeros(Contract.KvType, [1, Contract.KvHeads, BufferLength, Contract.HeadDim]); // host memory: eviction moves rows in place

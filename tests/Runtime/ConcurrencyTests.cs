@@ -22,22 +22,11 @@ public sealed class ConcurrencyTests
         using (var g = model.CreateGenerator())
             for (int r = 0; r < prompts.Length; r++) { g.Reset(); serial[r] = g.Generate(prompts[r], OptsFor(r)); }
 
-        var results = new List<int>[8][];
-        var tasks = Enumerable.Range(0, 8).Select(w => Task.Run(() =>
+        RuntimeFixtures.AssertConcurrentEqualsSerial(8, serial, r =>
         {
-            var mine = new List<int>[prompts.Length];
-            for (int k = 0; k < prompts.Length; k++)
-            {
-                int r = (k * 7 + w * 13) % prompts.Length; // each worker walks the requests in its own order
-                using var g = model.CreateGenerator();
-                mine[r] = g.Generate(prompts[r], OptsFor(r));
-            }
-            results[w] = mine;
-        })).ToArray();
-        Assert.That(Task.WaitAll(tasks, TimeSpan.FromMinutes(3)), Is.True, "timed out");
-        for (int w = 0; w < 8; w++)
-            for (int r = 0; r < prompts.Length; r++)
-                Assert.That(results[w][r], Is.EqualTo(serial[r]), $"worker {w}, request {r}");
+            using var g = model.CreateGenerator();
+            return g.Generate(prompts[r], OptsFor(r));
+        });
     }
 
     [Test]

@@ -27,6 +27,30 @@ internal static class RuntimeFixtures
 
     public static LongCtxModel Load(string path, List<string>? log = null) => LongCtxModel.Load(Require(path), Cpu(log));
 
+    /// <summary>
+    /// Runs every request on each of <paramref name="workers"/> threads at once, each walking the requests in its own
+    /// order (request r = (k * 7 + w * 13) mod n on worker w), and asserts every worker got the serial outputs.
+    /// </summary>
+    public static void AssertConcurrentEqualsSerial(int workers, IReadOnlyList<List<int>> serial, Func<int, List<int>> request)
+    {
+        int n = serial.Count;
+        var results = new List<int>[workers][];
+        var tasks = Enumerable.Range(0, workers).Select(w => Task.Run(() =>
+        {
+            var mine = new List<int>[n];
+            for (int k = 0; k < n; k++)
+            {
+                int r = (k * 7 + w * 13) % n;
+                mine[r] = request(r);
+            }
+            results[w] = mine;
+        })).ToArray();
+        Assert.That(Task.WaitAll(tasks, TimeSpan.FromMinutes(3)), Is.True, "timed out");
+        for (int w = 0; w < workers; w++)
+            for (int r = 0; r < n; r++)
+                Assert.That(results[w][r], Is.EqualTo(serial[r]), $"worker {w}, request {r}");
+    }
+
     /// <summary>Writes a tiny model to a temp folder: input_ids + <paramref name="extraInput"/> -> logits [1,S,1].</summary>
     public static string WriteTinyModel(string dir, string extraInput, string? customDomain = null)
     {

@@ -23,9 +23,11 @@ internal static class RunCommand
         var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass (1 = off)", DefaultValueFactory = _ => 1f };
         var seed = new Option<int>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 0 };
         var stop = new Option<string?>("--stop-ids") { Description = "token ids that end generation, e.g. 2" };
+        var prefix = new PrefixCacheOption();
         var rt = new RuntimeCliOptions();
         var kv = new KvStoreCliOptions();
         var cmd = new Command("run", "Generate from a prompt, streaming tokens") { model, prompt, ids, file, maxNew, chunk, temp, topK, topP, seed, stop };
+        prefix.AddTo(cmd);
         rt.AddTo(cmd);
         kv.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
@@ -43,9 +45,15 @@ internal static class RunCommand
                 StopTokens = pr.GetValue(stop) is { } st ? RuntimeCliOptions.ParseIds(st) : [],
             };
             using var g = kv.CreateGenerator(m, pr);
+            var cache = prefix.Build(pr, m);
+            if (cache is not null && kv.Cached.Length > 0)
+                throw new ArgumentException("--prefix-cache and --load-kv both supply a cached prefix; give one of them");
+            int hit = cache?.Restore(g, tokens) ?? 0;
             var emitted = new List<int>();
-            Stream(m, g, tokens, opts, emitted, ct).GetAwaiter().GetResult();
+            Stream(m, g, tokens.Skip(hit).ToArray(), opts, emitted, ct).GetAwaiter().GetResult();
+            cache?.Store(g, tokens);
             Console.Error.WriteLine($"lcc: {tokens.Count} prompt tokens, finished: {g.LastFinishReason}");
+            PrefixCacheOption.Report(cache);
             kv.SaveIfAsked(m, g, tokens.Concat(emitted), pr);
             return Cli.Ok;
         })));

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using LongCtx.Runtime.Sessions;
 
 namespace LongCtx.Runtime.Eval;
 
@@ -54,8 +55,9 @@ public static class NeedleEval
 
     private static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "...";
 
+    /// <param name="prefixCache">when given, each prompt reuses the cached KV of its longest cached prefix</param>
     public static NeedleResult Run(LongCtxModel model, string file, IReadOnlyList<NeedleItem> items, int chunk,
-        IProgress<int>? progress = null, CancellationToken ct = default)
+        IProgress<int>? progress = null, CancellationToken ct = default, PrefixCache? prefixCache = null)
     {
         var sw = Stopwatch.StartNew();
         var preds = new int[items.Count];
@@ -64,7 +66,7 @@ public static class NeedleEval
         {
             ct.ThrowIfCancellationRequested();
             g.Reset();
-            var logits = g.Prefill(items[i].Prompt, chunk, null, ct);
+            var logits = prefixCache is null ? g.Prefill(items[i].Prompt, chunk, null, ct) : prefixCache.Prefill(g, items[i].Prompt, chunk, ct);
             preds[i] = Sampler.ArgMax(logits);
             progress?.Report(i + 1);
         }
