@@ -44,6 +44,7 @@ public sealed record DecoderContract(
             else if (name == IoNames.PositionIds) pos = name;
             else if (name == IoNames.WriteIndices) writeIdx = name;
             else if (name == IoNames.NonPadKvSeqLen) nonpad = name;
+            else if (name.StartsWith(KvEvictPolicy.IoPrefix, StringComparison.Ordinal)) { } // fed by the evicting KV cache (pass kv-evict)
             else if (KvNames.Parse(name, KvRole.Past) is { } kv) (kv.Layout == KvLayout.Static ? stat : past)[(kv.Layer, kv.Part == KvPart.Key)] = name;
             else
                 throw new RuntimeException($"{model}: cannot map model input '{name}' to the decoder contract (expected {IoNames.InputIds}, {IoNames.AttentionMask}, {IoNames.PositionIds}, or a KV cache input named like {KvNames.Describe(KvRole.Past)}; a static key_cache.N also needs {IoNames.WriteIndices})");

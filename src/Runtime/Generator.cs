@@ -76,6 +76,7 @@ public sealed class Generator : IDisposable
             progress?.Report(i);
             if (!_model.SupportsChunkedPrefill) step = 1;
         }
+        Cache.EndOfPrompt();
         return logits;
     }
 

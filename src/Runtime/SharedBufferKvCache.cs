@@ -90,6 +90,9 @@ public sealed class SharedBufferKvCache : KvCacheManager
 
     public override void Clear() => _length = 0; // buffers are kept: the kernel reads only [0, seqlens_k]
 
+    /// <summary>Forgets every row from <paramref name="length"/> on (an evicting cache compacted the buffers in place).</summary>
+    internal void Truncate(int length) => _length = length <= _length && length >= 0 ? length : throw new ArgumentOutOfRangeException(nameof(length), $"{_model}: cannot truncate {_length} cached tokens to {length}");
+
     private OrtValue Allocate(int capacity)
     {
         // not zeroed: the kernels read only rows [0, seqlens_k] (written before they are read), so a large buffer stays

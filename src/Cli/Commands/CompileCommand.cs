@@ -23,10 +23,11 @@ internal static class CompileCommand
         { model, output, force, listPasses, verify, trace, stepLimit, explain, threshold };
         RopeOptions.AddTo(cmd);
         AttentionOptions.AddTo(cmd);
+        EvictOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var attention = AttentionOptions.Step(pr);
-            IReadOnlyList<PipelineStep> steps = Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention);
+            IReadOnlyList<PipelineStep> steps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr));
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");

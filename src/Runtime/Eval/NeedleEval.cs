@@ -13,7 +13,8 @@ public sealed record NeedleResult(string Model, string File, int N, int Correct,
 /// <summary>
 /// Greedy next-token accuracy: argmax of the logits at the last prompt position == expected
 /// (the metric of recall-public/baseline.json). Each prompt goes through a fresh KV cache in
-/// chunks of <c>chunk</c> tokens.
+/// chunks of <c>chunk</c> tokens. With <c>cut</c> (an evicting model, <see cref="EvictionSplit"/>) the prompt is prefilled up
+/// to the cut, the cache compresses, and the rest is fed through the compressed cache.
 /// </summary>
 public static class NeedleEval
 {
@@ -49,7 +50,7 @@ public static class NeedleEval
     }
 
     public static NeedleResult Run(LongCtxModel model, string file, IReadOnlyList<NeedleItem> items, int chunk,
-        IProgress<int>? progress = null, CancellationToken ct = default)
+        IProgress<int>? progress = null, CancellationToken ct = default, Func<NeedleItem, int>? cut = null)
     {
         var sw = Stopwatch.StartNew();
         var preds = new int[items.Count];
@@ -58,7 +59,7 @@ public static class NeedleEval
         {
             ct.ThrowIfCancellationRequested();
             g.Reset();
-            var logits = g.Prefill(items[i].Prompt, chunk, null, ct);
+            var logits = cut is null ? g.Prefill(items[i].Prompt, chunk, null, ct) : EvictionSplit.Run(g, items[i].Prompt, cut(items[i]), chunk, ct);
             preds[i] = Sampler.ArgMax(logits);
             progress?.Report(i + 1);
         }
