@@ -1,5 +1,6 @@
 using System.Globalization;
 using LongCtx.Compiler;
+using LongCtx.Compiler.Analysis;
 using LongCtx.Compiler.Attention;
 using LongCtx.Compiler.IR;
 using LongCtx.Compiler.Passes;
@@ -54,38 +55,8 @@ public sealed class ExposeQueriesForEviction : IPass
         foreach (var b in found.Blocks)
         {
             var n = b.Match.Anchor;
-            string where = $"{model.DisplayName}: --kv-evict {s.Method}: layer {b.Layer}";
-            if (La.Is(n) && n.StringAttr("pattern", "dense") is var pattern && pattern != "dense")
-                throw new CompileException($"{where} runs --attention {pattern}, which cannot combine with --kv-evict {s.Method} ({pattern} caches keys by cache position, eviction keeps rotated keys at their own positions); use --attention dense or drop one of the two");
-            if (!Gqa.Is(n) && !La.Is(n))
-                throw new CompileException($"{where} is {b.Form} attention, not canonical GroupQueryAttention; eviction needs the canonical form (canonicalize-attention kept it)");
+            var record = LayerRecord(b, QueryOutputPrefix + b.Layer.ToString(CultureInfo.InvariantCulture), $"{model.DisplayName}: --kv-evict {s.Method}: layer {b.Layer}", $"--kv-evict {s.Method}");
             var q = Gqa.Input(n, "query")!;
-            if (Gqa.Input(n, "key") is null)
-                throw new CompileException($"{where} has packed QKV (no separate key input); eviction needs the query alone");
-            if (Gqa.Input(n, "past_key") is not { IsGraphInput: true } past)
-                throw new CompileException($"{where}: past_key is not a graph input; eviction compacts the cache the runtime feeds");
-            var record = new Dictionary<string, object?>
-            {
-                ["layer"] = b.Layer,
-                ["query"] = QueryOutputPrefix + b.Layer.ToString(CultureInfo.InvariantCulture),
-                ["past_key"] = past.Name,
-                ["heads"] = b.NumHeads,
-                ["kv_heads"] = b.KvNumHeads,
-                ["head_dim"] = b.HeadDim,
-                ["scale"] = n.FloatAttr("scale", 0) is var sc && sc != 0 ? sc : 1 / Math.Sqrt(b.HeadDim),
-                ["rotary_dim"] = 0,
-                ["interleaved"] = false,
-                ["rope_factor"] = 1.0,
-            };
-            if (n.IntAttr("do_rotary", 0) == 1)
-            {
-                var (invFreq, factor) = Angles(Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache"))
-                    ?? throw new CompileException($"{where}: the cos/sin caches are not constant [max_positions >= 2, rotary_dim/2] tensors; eviction must rotate queries as the op does");
-                record["rotary_dim"] = invFreq.Length * 2;
-                record["interleaved"] = n.IntAttr("rotary_interleaved", 0) == 1;
-                record["inv_freq"] = invFreq;
-                record["rope_factor"] = factor;
-            }
             var g = n.Graph;
             if (s.Method == "pyramidkv")
             {
@@ -107,6 +78,47 @@ public sealed class ExposeQueriesForEviction : IPass
             ["heavy"] = s.Heavy, ["recent"] = s.Recent, ["layers"] = layers,
         };
         ctx.Note($"{s}: the runtime compacts the KV cache " + (s.Method == "h2o" ? "at every decode step" : "after each prompt"));
+    }
+
+    /// <summary>
+    /// What the runtime needs to score one layer's keys (<see cref="KvEvictLayer"/>), checked: canonical GroupQueryAttention
+    /// or dense LongAttention, separate q/k/v, the cache a graph input, constant cos/sin caches when the op rotates.
+    /// <paramref name="where"/> starts each error, <paramref name="option"/> names the user's option.
+    /// </summary>
+    internal static Dictionary<string, object?> LayerRecord(AttentionBlock b, string queryName, string where, string option)
+    {
+        var n = b.Match.Anchor;
+        if (La.Is(n) && n.StringAttr("pattern", "dense") is var pattern && pattern != "dense")
+            throw new CompileException($"{where} runs --attention {pattern}, which cannot combine with {option} ({pattern} caches keys by cache position, scoring and eviction need rotated keys at their own positions); use --attention dense or drop one of the two");
+        if (!Gqa.Is(n) && !La.Is(n))
+            throw new CompileException($"{where} is {b.Form} attention, not canonical GroupQueryAttention; {option} needs the canonical form (canonicalize-attention kept it)");
+        if (Gqa.Input(n, "key") is null)
+            throw new CompileException($"{where} has packed QKV (no separate key input); {option} needs the query alone");
+        if (Gqa.Input(n, "past_key") is not { IsGraphInput: true } past)
+            throw new CompileException($"{where}: past_key is not a graph input; {option} reads the cache the runtime feeds");
+        var record = new Dictionary<string, object?>
+            {
+                ["layer"] = b.Layer,
+                ["query"] = queryName,
+                ["past_key"] = past.Name,
+                ["heads"] = b.NumHeads,
+                ["kv_heads"] = b.KvNumHeads,
+                ["head_dim"] = b.HeadDim,
+                ["scale"] = n.FloatAttr("scale", 0) is var sc && sc != 0 ? sc : 1 / Math.Sqrt(b.HeadDim),
+                ["rotary_dim"] = 0,
+                ["interleaved"] = false,
+                ["rope_factor"] = 1.0,
+            };
+            if (n.IntAttr("do_rotary", 0) == 1)
+            {
+                var (invFreq, factor) = Angles(Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache"))
+                    ?? throw new CompileException($"{where}: the cos/sin caches are not constant [max_positions >= 2, rotary_dim/2] tensors; eviction must rotate queries as the op does");
+                record["rotary_dim"] = invFreq.Length * 2;
+                record["interleaved"] = n.IntAttr("rotary_interleaved", 0) == 1;
+                record["inv_freq"] = invFreq;
+                record["rope_factor"] = factor;
+            }
+        return record;
     }
 
     /// <summary>Per rotated pair, the angle per position (row 1 of the caches) and the caches' magnitude (row 0: cos 0 = factor).</summary>

@@ -39,6 +39,12 @@ public sealed class LongCtxModel : IDisposable
 
     private readonly Action<string> _log;
 
+    /// <summary>GemFilter's filter of a model compiled with <c>--token-filter</c> (null otherwise): a fresh sequence's prompt goes through it first.</summary>
+    public Eviction.GemFilter? TokenFilter { get; private set; }
+
+    /// <summary>Whether this is GemFilter's filter model (its "logits" output is a query, not a vocabulary).</summary>
+    internal bool IsTokenFilter { get; set; }
+
     /// <summary>The KV eviction of a model compiled with <c>--kv-evict</c> (null otherwise); its generators get an <see cref="Eviction.EvictingKvCache"/>.</summary>
     public KvEvictPolicy? Evict { get; }
 
@@ -173,6 +179,8 @@ public sealed class LongCtxModel : IDisposable
             var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
             var tokenizer = Tokenizers.TryLoad(dir);
             var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, manifest, opsets, tokenizer, options);
+            if (manifest is not null && Path.GetFileName(modelPath) == LongCtxFiles.Model && TokenFilterPolicy.From(manifest.Runtime, name) is { } tf)
+                model.TokenFilter = Eviction.GemFilter.Load(dir, name, tf, options); // the filter model itself (filter.onnx) filters nothing
             if (recorded.caps is { } c)
             {
                 model.UseRecordedKvCache(options, c, log);
@@ -331,6 +339,7 @@ public sealed class LongCtxModel : IDisposable
 
     public void Dispose()
     {
+        TokenFilter?.Dispose();
         _session.Dispose();
         if (!ReferenceEquals(KvMemory, OrtMemoryInfo.DefaultInstance)) KvMemory.Dispose();
     }

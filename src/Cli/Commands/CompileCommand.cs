@@ -24,10 +24,12 @@ internal static class CompileCommand
         RopeOptions.AddTo(cmd);
         AttentionOptions.AddTo(cmd);
         EvictOptions.AddTo(cmd);
+        TokenFilterOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var attention = AttentionOptions.Step(pr);
-            IReadOnlyList<PipelineStep> steps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr));
+            var filter = TokenFilterOptions.Options(pr);
+            IReadOnlyList<PipelineStep> steps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr), TokenFilterOptions.Step(filter));
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");
@@ -49,6 +51,7 @@ internal static class CompileCommand
                 Force = pr.GetValue(force),
                 Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
+                Companions = TokenFilterOptions.Companions(filter),
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
             foreach (var p in r.Pipeline.Passes)

@@ -24,9 +24,10 @@ internal static class EvalCommand
             var file = pr.GetValue(needle)!;
             var items = NeedleEval.Read(file.FullName, pr.GetValue(limit));
             using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
-            if (pr.GetValue(beforeQuestion) && m.Evict is null)
-                throw new ArgumentException($"--evict-before-question: {m.Name} evicts nothing; compile it with lcc compile --kv-evict");
-            Func<NeedleItem, int>? cut = m.Evict is null ? null
+            if (pr.GetValue(beforeQuestion) && m.Evict is null && m.TokenFilter is null)
+                throw new ArgumentException($"--evict-before-question: {m.Name} evicts nothing; compile it with lcc compile --kv-evict or --token-filter");
+            // GemFilter with the question: the filter's last query is the prompt's own last token (no cut)
+            Func<NeedleItem, int>? cut = m.Evict is null && (m.TokenFilter is null || !pr.GetValue(beforeQuestion)) ? null
                 : pr.GetValue(beforeQuestion) ? EvictionSplit.BeforeQuestion(EvictionSplit.QueryToken(file.FullName), file.Name) : EvictionSplit.QuestionIncluded;
             NeedleResult? result = null;
             if (Console.IsErrorRedirected)
