@@ -113,6 +113,24 @@ public sealed class GemFilterTests
         Assert.That(logits.All(float.IsFinite));
     }
 
+    [Test]
+    public void Cli_CompileWritesTheFilter_InspectAndEvalUseIt()
+    {
+        var dir = Path.Combine(_tmp, "cli");
+        var c = Foundation.CliRunner.Run("compile", RuntimeFixtures.Require(RuntimeFixtures.RecallModel), "-o", dir, "--token-filter", "gemfilter:layer=1,keep=1/8");
+        Assert.That(c.ExitCode, Is.Zero, c.Stderr);
+        Assert.That(File.Exists(Path.Combine(dir, GemFilterPass.FilterFile)));
+        var inspect = Foundation.CliRunner.Run("inspect", dir);
+        Assert.That(inspect.Stdout, Does.Contain("token filter: gemfilter layer=1 keep=12.5% recent=8 pool=5"));
+        var file = Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl");
+        foreach (var args in new[] { new[] { "eval", dir, "--needle", file, "--limit", "2" }, ["eval", dir, "--needle", file, "--limit", "2", "--evict-before-question"] })
+        {
+            var e = Foundation.CliRunner.Run(args);
+            Assert.That(e.ExitCode, Is.Zero, e.Stderr);
+            Assert.That(e.Stdout, Does.Contain("n=2"));
+        }
+    }
+
     [TestCase("gemfilter:layer=4", "layer=4 is beyond the model's depth (attention layers 0-3)")]
     [TestCase("gemfilter:keep=16", "give layer=R (0-based) or calibration=FILE.jsonl")]
     public void BadLayer_IsAnError(string spec, string message)

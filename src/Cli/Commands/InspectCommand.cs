@@ -79,6 +79,8 @@ internal static class InspectCommand
         }
         if (KvEvictPolicy.From(m.Runtime, "longctx.json") is { } ev)
             sb.Append(EvictLine(ev)).Append('\n');
+        if (TokenFilterPolicy.From(m.Runtime, "longctx.json") is { } tf)
+            sb.Append($"  token filter: {tf.Method} layer={tf.Layer} keep={(tf.Keep < 1 ? $"{tf.Keep * 100:0.##}%" : $"{tf.Keep:0}")} recent={tf.Recent} pool={tf.Pool}; filter model {tf.File} (layers 0-{tf.Layer}), then the full model prefills the kept tokens\n");
         return sb.ToString();
     }
 
