@@ -131,6 +131,19 @@ public sealed class GemFilterTests
         }
     }
 
+    [Test]
+    public void Cli_WithoutLayer_SweepsTheLayersOnCalibrationPrompts()
+    {
+        var dir = Path.Combine(_tmp, "sweep");
+        var calibration = Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl");
+        var c = Foundation.CliRunner.Run("compile", RuntimeFixtures.Require(RuntimeFixtures.RecallModel), "-o", dir, "--token-filter", $"gemfilter:keep=1/4,calibration={calibration}");
+        Assert.That(c.ExitCode, Is.Zero, c.Stderr);
+        for (int r = 0; r < 4; r++) Assert.That(c.Stdout, Does.Contain($"gemfilter sweep: layer {r}: accuracy"));
+        var policy = TokenFilterPolicy.From(LongCtxManifest.TryReadFolder(dir)!.Runtime, "t")!;
+        Assert.That(c.Stdout, Does.Contain($"gemfilter sweep: layer {policy.Layer} (the earliest with the best accuracy"));
+        Assert.That(File.Exists(Path.Combine(dir, GemFilterPass.FilterFile)));
+    }
+
     [TestCase("gemfilter:layer=4", "layer=4 is beyond the model's depth (attention layers 0-3)")]
     [TestCase("gemfilter:keep=16", "give layer=R (0-based) or calibration=FILE.jsonl")]
     public void BadLayer_IsAnError(string spec, string message)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using LongCtx.Compiler;
 using LongCtx.Compiler.Passes;
 using LongCtx.Passes;
+using LongCtx.Passes.Eviction;
 
 namespace LongCtx.Cli.Commands;
 
@@ -46,6 +47,13 @@ internal static class CompileCommand
             }
             var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
             var outDir = pr.GetValue(output) ?? throw new ArgumentException("give an output folder with -o OUTDIR");
+            if (filter is not null && GemFilterSettings.Parse(filter).Layer is null && filter.GetValueOrDefault("calibration") is { } calibration)
+            {
+                // GemFilter without layer=: a sweep over the filter layers on the calibration prompts picks it first
+                var baseSteps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr));
+                filter = GemFilterCalibration.ChooseLayer(input.FullName, baseSteps, filter, calibration, pr.GetValue(RopeOptions.Context), ct);
+                steps = Pipelines.WithEviction(baseSteps, null, TokenFilterOptions.Step(filter));
+            }
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),

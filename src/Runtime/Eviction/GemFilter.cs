@@ -25,8 +25,8 @@ public sealed class GemFilter : IDisposable
     /// <summary>Wall time of the last filter pass (prefill of the filter model plus selection).</summary>
     public TimeSpan LastFilterTime { get; private set; }
 
-    /// <summary>Largest KV-cache bytes the filter model held during the last pass.</summary>
-    public long LastFilterKvBytes { get; private set; }
+    /// <summary>KV-cache bytes of the tokens the filter model held in the last pass (its layers 0..r over the whole prompt).</summary>
+    public long LastFilterKvBytesHeld { get; private set; }
 
     /// <summary>Loads the filter model beside <paramref name="modelDir"/>'s model.onnx.</summary>
     public static GemFilter Load(string modelDir, string name, TokenFilterPolicy policy, RuntimeOptions options)
@@ -61,7 +61,7 @@ public sealed class GemFilter : IDisposable
         var pooled = AveragePool(scores, Policy.Pool);
         int older = n - Policy.Recent;
         var top = EvictionSelection.Top(pooled.AsSpan(0, older), keep);
-        LastFilterKvBytes = g.PeakKvBytes;
+        LastFilterKvBytesHeld = _filter.Contract.KvBytesPerToken * g.Length;
         var ids = top.Concat(Enumerable.Range(older, Policy.Recent)).Select(i => prompt[i]).ToArray();
         LastFilterTime = sw.Elapsed;
         return ids;
