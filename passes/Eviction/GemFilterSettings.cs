@@ -22,22 +22,7 @@ public sealed record GemFilterSettings(int? Layer, double Keep, int Recent, int 
     ];
 
     public static IReadOnlyDictionary<string, string> FromSpec(string spec)
-    {
-        int colon = spec.IndexOf(':');
-        string method = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
-        if (method != "gemfilter") throw new ArgumentException($"--token-filter {method}: unknown method; valid: gemfilter (e.g. gemfilter:layer=1,keep=1/8)");
-        var opts = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["method"] = method };
-        if (colon >= 0)
-            foreach (var kv in spec[(colon + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            {
-                int eq = kv.IndexOf('=');
-                string key = eq > 0 ? kv[..eq].Trim().ToLowerInvariant() : kv;
-                if (eq <= 0 || Options.All(o => o.Key != key))
-                    throw new ArgumentException($"--token-filter gemfilter: option '{kv}' is not one of {string.Join(", ", Options.Select(o => o.Key))}");
-                opts[key] = kv[(eq + 1)..].Trim();
-            }
-        return opts;
-    }
+        => MethodSpec.Parse(spec, "--token-filter", m => m == "gemfilter" ? Options : null, ["gemfilter"], "gemfilter:layer=1,keep=1/8");
 
     public static GemFilterSettings Parse(IReadOnlyDictionary<string, string> o)
     {

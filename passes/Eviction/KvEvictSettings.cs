@@ -28,23 +28,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
 
     /// <summary>The pass options of a CLI spec <c>METHOD[:k=v,...]</c>; unknown methods and keys are one-line errors.</summary>
     public static IReadOnlyDictionary<string, string> FromSpec(string spec)
-    {
-        int colon = spec.IndexOf(':');
-        string method = (colon < 0 ? spec : spec[..colon]).Trim().ToLowerInvariant();
-        if (!Methods.TryGetValue(method, out var keys))
-            throw new ArgumentException($"--kv-evict {method}: unknown method; valid: {string.Join(", ", Methods.Keys)} (e.g. snapkv:budget=10%,window=32,pool=7)");
-        var opts = new SortedDictionary<string, string>(StringComparer.Ordinal) { ["method"] = method };
-        if (colon >= 0)
-            foreach (var kv in spec[(colon + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            {
-                int eq = kv.IndexOf('=');
-                string key = eq > 0 ? kv[..eq].Trim().ToLowerInvariant() : kv;
-                if (eq <= 0 || keys.All(k => k.Key != key))
-                    throw new ArgumentException($"--kv-evict {method}: option '{kv}' is not one of {string.Join(", ", keys.Select(k => k.Key + "=" + k.Default))}");
-                opts[key] = kv[(eq + 1)..].Trim();
-            }
-        return opts;
-    }
+        => MethodSpec.Parse(spec, "--kv-evict", m => Methods.GetValueOrDefault(m), Methods.Keys, "snapkv:budget=10%,window=32,pool=7");
 
     /// <summary>The settings from pass options (defaults filled in); bad values are one-line errors naming the option.</summary>
     public static KvEvictSettings Parse(IReadOnlyDictionary<string, string> options)

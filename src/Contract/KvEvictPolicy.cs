@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace LongCtx.Contract;
 
 /// <summary>
@@ -29,16 +27,10 @@ public sealed record KvEvictPolicy(string Method, double Budget, int Window, int
     public const string IoPrefix = "longctx_evict_";
 
     /// <summary>The policy recorded in a runtime section, or null when the model does not evict.</summary>
-    public static KvEvictPolicy? From(RuntimeSection runtime, string model)
-    {
-        if (runtime.Other?.GetValueOrDefault(Key) is not { ValueKind: JsonValueKind.Object } e) return null;
-        KvEvictPolicy? p;
-        try { p = e.Deserialize<KvEvictPolicy>(LongCtxManifest.JsonOptions); }
-        catch (JsonException x) { throw new ManifestException($"{model}: longctx.json runtime.{Key} cannot be read ({x.Message.Split('\n')[0]}); recompile with lcc compile --kv-evict", x); }
-        if (p is null || p.Layers is null || p.Layers.Count == 0 || p.Window < 0 || p.Pool < 1 || (p.Method == "h2o" ? p.Heavy + p.Recent <= 0 : p.Budget <= 0))
-            throw new ManifestException($"{model}: longctx.json runtime.{Key} is incomplete (method, budget, window, pool, layers); recompile with lcc compile --kv-evict");
-        return p;
-    }
+    public static KvEvictPolicy? From(RuntimeSection runtime, string model) =>
+        RuntimeEntry.Read<KvEvictPolicy>(runtime, Key, model, "--kv-evict",
+            p => p.Layers is { Count: > 0 } && p.Window >= 0 && p.Pool >= 1 && (p.Method == "h2o" ? p.Heavy + p.Recent > 0 : p.Budget > 0),
+            "method, budget, window, pool, layers");
 
     /// <summary>A size option as tokens for a prompt of <paramref name="prompt"/> tokens: a fraction in (0, 1) of it, else the count.</summary>
     public static int Tokens(double size, int prompt) => size < 1 ? (int)Math.Ceiling(size * prompt) : (int)size;

@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace LongCtx.Contract;
 
 /// <summary>
@@ -16,14 +14,8 @@ public sealed record TokenFilterPolicy(string Method, int Layer, double Keep, in
     public const string Key = "token_filter";
 
     /// <summary>The policy recorded in a runtime section, or null when the model filters nothing.</summary>
-    public static TokenFilterPolicy? From(RuntimeSection runtime, string model)
-    {
-        if (runtime.Other?.GetValueOrDefault(Key) is not { ValueKind: JsonValueKind.Object } e) return null;
-        TokenFilterPolicy? p;
-        try { p = e.Deserialize<TokenFilterPolicy>(LongCtxManifest.JsonOptions); }
-        catch (JsonException x) { throw new ManifestException($"{model}: longctx.json runtime.{Key} cannot be read ({x.Message.Split('\n')[0]}); recompile with lcc compile --token-filter", x); }
-        if (p is null || p.Scoring is null || string.IsNullOrEmpty(p.File) || p.Keep <= 0 || p.Pool < 1 || p.Recent < 0 || p.File.Contains('/') || p.File.Contains('\\'))
-            throw new ManifestException($"{model}: longctx.json runtime.{Key} is incomplete (method, layer, keep, recent, pool, file, scoring); recompile with lcc compile --token-filter");
-        return p;
-    }
+    public static TokenFilterPolicy? From(RuntimeSection runtime, string model) =>
+        RuntimeEntry.Read<TokenFilterPolicy>(runtime, Key, model, "--token-filter",
+            p => p.Scoring is not null && !string.IsNullOrEmpty(p.File) && p.Keep > 0 && p.Pool >= 1 && p.Recent >= 0 && !p.File.Contains('/') && !p.File.Contains('\\'),
+            "method, layer, keep, recent, pool, file, scoring");
 }

@@ -16,34 +16,12 @@ namespace LongCtx.Tests.Eviction;
 
 /// <summary>GemFilter (issue 12) on recall-public: the filter model, its selection against the original model's Softmax, keep-all == the full run, bad input.</summary>
 [TestFixture]
-public sealed class GemFilterTests
+public sealed class GemFilterTests : RecallCompileFixture
 {
-    private string _tmp = "";
-
-    [OneTimeSetUp]
-    public void Setup() => _tmp = TestSupport.TempDir("lcc-gemfilter");
-
-    [OneTimeTearDown]
-    public void Cleanup() { if (Directory.Exists(_tmp)) Directory.Delete(_tmp, true); }
-
-    private string Compile(string name, string? filter, string? evict = null)
-    {
-        var dir = Path.Combine(_tmp, name);
-        if (Directory.Exists(dir)) return dir;
-        var options = filter is null ? null : GemFilterSettings.FromSpec(filter);
-        var steps = Pipelines.WithEviction(Pipelines.Default, evict is null ? null : KvEvictSettings.Step(evict), options is null ? null : GemFilterSettings.Step(options));
-        var companions = options is not null && GemFilterSettings.Parse(options).Layer is int l ? new[] { new CompanionModel(GemFilterPass.FilterFile, m => GemFilterModel.Build(m, l)) } : [];
-        CompileJob.Run(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), dir, Pipelines.Instantiate(steps), new CompileOptions { Companions = companions });
-        return dir;
-    }
-
-    private static int[] Prompt(int n) =>
-        NeedleEval.Read(RuntimeFixtures.Require(Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl")), 1)[0].Prompt[..n];
-
     [Test]
     public void FilterModel_HasTheFirstLayersOnly()
     {
-        var dir = Compile("f1", "gemfilter:layer=1,keep=16,recent=4");
+        var dir = Compile("f1", null, "gemfilter:layer=1,keep=16,recent=4");
         var filter = OnnxReader.Load(Path.Combine(dir, GemFilterPass.FilterFile));
         Assert.That(AttentionDiscovery.Discover(filter).Blocks, Has.Count.EqualTo(2), "layers 0 and 1");
         Assert.That(filter.Graph.Outputs.Select(o => o.Name), Is.EquivalentTo(new[] { "logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value" }));
@@ -61,7 +39,7 @@ public sealed class GemFilterTests
         var original = OnnxReader.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel));
         var softmax = original.Graph.Nodes.Where(AttentionDiscovery.IsAnchor).ToList()[1];
         new Rewriter(original).AddOutput(original.Graph, softmax.Output());
-        var refPath = Path.Combine(_tmp, "softmax1.onnx");
+        var refPath = Path.Combine(Tmp, "softmax1.onnx");
         OnnxWriter.Save(original, refPath);
         using var s = new InferenceSession(refPath);
         var inputs = new Dictionary<string, OrtValue>
@@ -80,7 +58,7 @@ public sealed class GemFilterTests
         var pooled = GemFilter.AveragePool(scores, 5);
         var want = EvictionSelection.Top(pooled.AsSpan(0, n - recent), keep).Concat(Enumerable.Range(n - recent, recent)).Select(i => ids[i]).ToArray();
 
-        using var m = LongCtxModel.Load(Compile("f1", "gemfilter:layer=1,keep=16,recent=4"), RuntimeFixtures.Cpu());
+        using var m = LongCtxModel.Load(Compile("f1", null, "gemfilter:layer=1,keep=16,recent=4"), RuntimeFixtures.Cpu());
         var got = m.TokenFilter!.Select(ids, 32);
         Assert.That(got, Is.EqualTo(want));
         Assert.That(got, Has.Length.EqualTo(keep + recent));
@@ -92,7 +70,7 @@ public sealed class GemFilterTests
     {
         var ids = Prompt(120);
         using var full = LongCtxModel.Load(Compile("full", null), RuntimeFixtures.Cpu());
-        using var all = LongCtxModel.Load(Compile("all", "gemfilter:layer=2,keep=112,recent=8"), RuntimeFixtures.Cpu());
+        using var all = LongCtxModel.Load(Compile("all", null, "gemfilter:layer=2,keep=112,recent=8"), RuntimeFixtures.Cpu());
         Assert.That(all.TokenFilter!.Select(ids, 32), Is.EqualTo(ids));
         Assert.That(all.TokenFilter.LastFilterTime, Is.GreaterThan(TimeSpan.Zero), "the filter ran");
         using var gf = full.CreateGenerator();
@@ -105,7 +83,7 @@ public sealed class GemFilterTests
     [Test]
     public void Filtered_PrefillsFewerTokensWithFreshPositions()
     {
-        using var m = LongCtxModel.Load(Compile("f1", "gemfilter:layer=1,keep=16,recent=4"), RuntimeFixtures.Cpu());
+        using var m = LongCtxModel.Load(Compile("f1", null, "gemfilter:layer=1,keep=16,recent=4"), RuntimeFixtures.Cpu());
         using var g = m.CreateGenerator();
         var logits = g.Prefill(Prompt(96), 32);
         Assert.That(g.Length, Is.EqualTo(20));
@@ -116,7 +94,7 @@ public sealed class GemFilterTests
     [Test]
     public void Cli_CompileWritesTheFilter_InspectAndEvalUseIt()
     {
-        var dir = Path.Combine(_tmp, "cli");
+        var dir = Path.Combine(Tmp, "cli");
         var c = Foundation.CliRunner.Run("compile", RuntimeFixtures.Require(RuntimeFixtures.RecallModel), "-o", dir, "--token-filter", "gemfilter:layer=1,keep=1/8");
         Assert.That(c.ExitCode, Is.Zero, c.Stderr);
         Assert.That(File.Exists(Path.Combine(dir, GemFilterPass.FilterFile)));
@@ -134,7 +112,7 @@ public sealed class GemFilterTests
     [Test]
     public void Cli_WithoutLayer_SweepsTheLayersOnCalibrationPrompts()
     {
-        var dir = Path.Combine(_tmp, "sweep");
+        var dir = Path.Combine(Tmp, "sweep");
         var calibration = Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl");
         var c = Foundation.CliRunner.Run("compile", RuntimeFixtures.Require(RuntimeFixtures.RecallModel), "-o", dir, "--token-filter", $"gemfilter:keep=1/4,calibration={calibration}");
         Assert.That(c.ExitCode, Is.Zero, c.Stderr);
@@ -148,14 +126,14 @@ public sealed class GemFilterTests
     [TestCase("gemfilter:keep=16", "give layer=R (0-based) or calibration=FILE.jsonl")]
     public void BadLayer_IsAnError(string spec, string message)
     {
-        var e = Assert.Throws<CompileException>(() => Compile("bad-" + spec.GetHashCode(), spec))!;
+        var e = Assert.Throws<CompileException>(() => Compile("bad-" + spec.GetHashCode(), null, spec))!;
         Assert.That(e.Message, Does.Contain(message));
     }
 
     [Test]
     public void WithKvEvict_IsAnErrorNamingBoth()
     {
-        var e = Assert.Throws<CompileException>(() => Compile("both", "gemfilter:layer=1", "snapkv:budget=24"))!;
+        var e = Assert.Throws<CompileException>(() => Compile("both", "snapkv:budget=24", "gemfilter:layer=1"))!;
         Assert.That(e.Message, Does.Contain("--token-filter gemfilter").And.Contain("--kv-evict"));
     }
 

@@ -21,28 +21,9 @@ namespace LongCtx.Tests.Eviction;
 /// budget at least the prompt == the full cache, and the kv-evict pass's bad input.
 /// </summary>
 [TestFixture]
-public sealed class KvEvictionTests
+public sealed class KvEvictionTests : RecallCompileFixture
 {
-    private string _tmp = "";
     private const int Window = 8;
-
-    [OneTimeSetUp]
-    public void Setup() => _tmp = TestSupport.TempDir("lcc-evict");
-
-    [OneTimeTearDown]
-    public void Cleanup() { if (Directory.Exists(_tmp)) Directory.Delete(_tmp, true); }
-
-    private string Compile(string name, string? evict, PipelineStep? attention = null)
-    {
-        var dir = Path.Combine(_tmp, name);
-        if (Directory.Exists(dir)) return dir;
-        var steps = Pipelines.WithEviction(Pipelines.WithMethods([], attention), evict is null ? null : KvEvictSettings.Step(evict));
-        CompileJob.Run(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), dir, Pipelines.Instantiate(steps));
-        return dir;
-    }
-
-    private static int[] Prompt(int n) =>
-        NeedleEval.Read(RuntimeFixtures.Require(Path.Combine(RuntimeFixtures.Recall, "eval_256.jsonl")), 1)[0].Prompt[..n];
 
     [Test]
     public void Pass_ExposesOneQueryPerLayer_AndRecordsThePolicy()
@@ -75,7 +56,7 @@ public sealed class KvEvictionTests
         var softmax = original.Graph.Nodes.Where(AttentionDiscovery.IsAnchor).ToList();
         Assert.That(softmax, Has.Count.EqualTo(4));
         foreach (var s in softmax) rw.AddOutput(original.Graph, s.Output());
-        var refPath = Path.Combine(_tmp, "softmax.onnx");
+        var refPath = Path.Combine(Tmp, "softmax.onnx");
         OnnxWriter.Save(original, refPath);
         using var session = new InferenceSession(refPath);
         var probs = RunOnce(session, ids, softmax.Select(s => s.Output().Name).ToList());
@@ -252,7 +233,7 @@ public sealed class KvEvictionTests
     public void Streaming_WithEviction_IsAnErrorNamingBoth()
     {
         var attention = new PipelineStep("lower-attention", new Dictionary<string, string> { ["pattern"] = "streaming", ["sink"] = "4", ["window"] = "60" });
-        var e = Assert.Throws<CompileException>(() => Compile("streaming", "snapkv:budget=24", attention))!;
+        var e = Assert.Throws<CompileException>(() => Compile("streaming", "snapkv:budget=24", attention: attention))!;
         Assert.That(e.Message, Does.Contain("--attention streaming").And.Contain("--kv-evict snapkv").And.Contain("layer 0"));
     }
 
