@@ -5,12 +5,40 @@ namespace LongCtx.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+    public static int Main(string[] args) => Run(args);
+
+    /// <summary>Runs lcc. The last line of defence (issue 14, "no .NET stack trace anywhere, ever"): commands turn the
+    /// failures they expect into "lcc: error: ..." (<see cref="Commands.Cli.Guard"/>); anything else that escapes prints
+    /// one line "lcc: internal error: TYPE: MESSAGE; run with -v for details", and the stack only with -v.</summary>
+    public static int Run(string[] args)
+    {
+        try
+        {
+            return BuildRoot().Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("lcc: cancelled");
+            return 130;
+        }
+        catch (Exception e)
+        {
+            var inner = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerException! : e;
+            bool verbose = args.Any(a => a is "-v" or "--verbose");
+            Console.Error.WriteLine($"lcc: internal error: {inner.GetType().Name}: {Commands.Cli.OneLine(inner.Message)}" + (verbose ? "" : "; run with -v for details"));
+            if (verbose) Console.Error.WriteLine(inner.ToString());
+            return InternalError;
+        }
+    }
+
+    /// <summary>Exit code of an internal error (EX_SOFTWARE).</summary>
+    public const int InternalError = 70;
 
     /// <summary>The whole command tree (tests invoke it in-process).</summary>
     public static RootCommand BuildRoot()
     {
         var root = new RootCommand("lcc — LongCtx: compile exported ONNX decoders for long context, and run them.");
+        root.Add(new Option<bool>("--verbose", "-v") { Description = "on an internal error, print the full exception and stack trace", Recursive = true });
         root.Add(InspectCommand.Create());
         root.Add(CompileCommand.Create());
         root.Add(DiffCommand.Create());

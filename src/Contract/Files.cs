@@ -30,23 +30,11 @@ public static class LongCtxFiles
     public const long SmallTextCap = 16L << 20;
 
     /// <summary>
-    /// Reads a UTF-8 text file of at most <paramref name="cap"/> bytes, reading no further than cap + 1 bytes, so that a
-    /// path that is (or links to) an endless device such as /dev/zero gives a one-line error instead of exhausting memory.
+    /// Reads a UTF-8 text file of at most <paramref name="cap"/> bytes through <see cref="SafeFile"/>: only a regular file
+    /// is opened (a FIFO or /dev/zero, directly or through a symlink, is a one-line error, never opened), and no more than
+    /// cap bytes are read.
     /// </summary>
-    public static string ReadText(string path, long cap = SmallTextCap)
-    {
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        var buffer = new MemoryStream();
-        var chunk = new byte[1 << 16];
-        int n;
-        while ((n = fs.Read(chunk, 0, chunk.Length)) > 0)
-        {
-            buffer.Write(chunk, 0, n);
-            if (buffer.Length > cap)
-                throw new IOException($"{path}: larger than {cap >> 20} MiB (or not a regular file); refusing to read it");
-        }
-        return System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
-    }
+    public static string ReadText(string path, long cap = SmallTextCap) => SafeFile.ReadText(path, cap);
 }
 
 /// <summary>Keys lcc writes into an ONNX model's metadata_props.</summary>

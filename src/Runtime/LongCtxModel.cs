@@ -148,6 +148,7 @@ public sealed class LongCtxModel : IDisposable
         }
         else throw new RuntimeException($"model {path} not found");
         string dir = Path.GetDirectoryName(modelPath)!;
+        CheckModelFiles(name, modelPath, dir);
 
         // A compiled folder's longctx.json records the opsets and what the graph allows (RuntimeCapabilityAnalysis at
         // compile time); the runtime trusts it and never opens the graph itself. A bare .onnx (or a longctx.json from an
@@ -198,6 +199,20 @@ public sealed class LongCtxModel : IDisposable
             built.Session.Dispose();
             throw;
         }
+    }
+
+    /// <summary>ONNX Runtime opens model.onnx and its .data itself: check first (<see cref="SafeFile"/>) that both are
+    /// regular files and that the data file's real path is in the model's folder (a compiled folder whose data links
+    /// to a file elsewhere, or is a FIFO, is refused instead of read or waited on).</summary>
+    private static void CheckModelFiles(string name, string modelPath, string dir)
+    {
+        try
+        {
+            SafeFile.Check(modelPath, what: $"{name}: {LongCtxFiles.Model}");
+            string data = modelPath + ".data";
+            if (File.Exists(data) || new FileInfo(data).LinkTarget is not null) SafeFile.Check(data, dir, what: $"{name}: {Path.GetFileName(data)}");
+        }
+        catch (UnsafeFileException e) { throw new RuntimeException(e.Message, e); }
     }
 
     public static string DefaultCustomOpsLibrary()

@@ -32,17 +32,22 @@ public static class Tokenizers
         var spm = Path.Combine(folder, LongCtx.Contract.LongCtxFiles.SentencePieceTokenizer);
         if (File.Exists(spm))
         {
-            using var s = File.OpenRead(spm);
+            using var s = LongCtx.Contract.SafeFile.OpenRead(spm, folder, 0, TokenizerCap, $"tokenizer {spm}");
             return new MlTokenizer(LlamaTokenizer.Create(s), spm);
         }
         var hf = Path.Combine(folder, LongCtx.Contract.LongCtxFiles.HfTokenizer);
-        return File.Exists(hf) ? FromHuggingFaceJson(hf) : null;
+        if (!File.Exists(hf)) return null;
+        LongCtx.Contract.SafeFile.Check(hf, folder, 0, TokenizerCap, $"tokenizer {hf}");
+        return FromHuggingFaceJson(hf);
     }
+
+    /// <summary>Largest tokenizer file read (tokenizer.json of large-vocabulary models is tens of MiB).</summary>
+    public const long TokenizerCap = 512L << 20;
 
     public static ITokenizer FromHuggingFaceJson(string path)
     {
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(LongCtx.Contract.LongCtxFiles.ReadText(path, 512L << 20)); }
+        try { doc = JsonDocument.Parse(LongCtx.Contract.LongCtxFiles.ReadText(path, TokenizerCap)); }
         catch (JsonException e) { throw new RuntimeException($"{path}: not valid JSON ({e.Message})", e); }
         using var _ = doc;
         var root = doc.RootElement;

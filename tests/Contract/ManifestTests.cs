@@ -167,7 +167,7 @@ public sealed class ManifestTests
         {
             var big = Path.Combine(dir, "config.json");
             File.WriteAllBytes(big, new byte[LongCtxFiles.SmallTextCap + 1]);
-            var e = Assert.Throws<IOException>(() => LongCtxFiles.ReadText(big))!;
+            var e = Assert.Catch<IOException>(() => LongCtxFiles.ReadText(big))!;
             Assert.That(e.Message, Does.Contain("larger than 16 MiB"));
             File.WriteAllText(big, "{\"max_position_embeddings\": 256}");
             Assert.That(LongCtxFiles.ReadText(big), Does.Contain("256"));
@@ -175,7 +175,7 @@ public sealed class ManifestTests
             {
                 var link = Path.Combine(dir, "longctx.json");
                 File.CreateSymbolicLink(link, "/dev/zero");
-                Assert.Throws<IOException>(() => LongCtxManifest.Read(link));
+                Assert.Catch<IOException>(() => LongCtxManifest.Read(link));
             }
         }
         finally { Directory.Delete(dir, true); }

@@ -20,7 +20,7 @@ public static class CliRunner
             Console.SetError(e);
             try
             {
-                int code = Program.BuildRoot().Parse(args).Invoke();
+                int code = Program.Run(args);
                 return new CliResult(code, o.ToString(), e.ToString());
             }
             finally

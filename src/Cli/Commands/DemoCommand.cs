@@ -20,15 +20,23 @@ internal static class DemoCommand
 {
     public static Command Create()
     {
-        var outDir = new Option<DirectoryInfo>("--out") { Description = "working folder for the demo model and its compiled form (replaced)", DefaultValueFactory = _ => new DirectoryInfo("demo-out") };
+        var outDir = new Option<DirectoryInfo>("--out") { Description = "working folder for the demo model and its compiled forms (its original/, compiled/ and compiled-longattention/ are replaced only with --force)", DefaultValueFactory = _ => new DirectoryInfo("demo-out") };
+        var force = new Option<bool>("--force") { Description = "replace the demo's folders inside --out if they exist" };
         var tokens = new Option<int>("--max-new-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 16 };
-        var cmd = new Command("demo", "Build the bundled tiny decoder, compile it, and run it on CPU (original vs compiled)") { outDir, tokens };
+        var cmd = new Command("demo", "Build the bundled tiny decoder, compile it, and run it on CPU (original vs compiled)") { outDir, tokens, force };
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var root = pr.GetValue(outDir)!.FullName;
             var srcDir = Path.Combine(root, "original");
             var compiledDir = Path.Combine(root, "compiled");
             var longDir = Path.Combine(root, "compiled-longattention");
+            foreach (var d in new[] { srcDir, compiledDir, longDir })
+            {
+                if (File.Exists(d)) throw new ArgumentException($"{d} is a file; give another --out");
+                if (!Directory.Exists(d) || !Directory.EnumerateFileSystemEntries(d).Any()) continue;
+                if (!pr.GetValue(force)) throw new ArgumentException($"{d} exists and is not empty; use --force to replace the demo's folders, or give another --out");
+                OutputFolder.Guard(d, [], "demo folder");
+            }
             if (Directory.Exists(srcDir)) Directory.Delete(srcDir, true);
             Directory.CreateDirectory(srcDir);
             var sw = Stopwatch.StartNew();

@@ -30,8 +30,10 @@ internal static class RunCommand
         {
             int given = (pr.GetValue(prompt) is null ? 0 : 1) + (pr.GetValue(ids) is null ? 0 : 1) + (pr.GetValue(file) is null ? 0 : 1);
             if (given != 1) throw new ArgumentException("give exactly one of --prompt, --prompt-ids, --prompt-file");
+            // The prompt file is read (checked, capped) before the model is loaded: a bad file fails fast.
+            var fileContent = pr.GetValue(file) is { } pf ? ReadPromptFile(pf) : null;
             using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
-            var tokens = PromptTokens(m, pr.GetValue(prompt), pr.GetValue(ids), pr.GetValue(file));
+            var tokens = PromptTokens(m, pr.GetValue(prompt), pr.GetValue(ids), fileContent);
             var opts = new GenerationOptions
             {
                 MaxNewTokens = pr.GetValue(maxNew), Chunk = pr.GetValue(chunk), Temperature = pr.GetValue(temp),
@@ -46,13 +48,20 @@ internal static class RunCommand
         return cmd;
     }
 
-    private static IReadOnlyList<int> PromptTokens(LongCtxModel m, string? text, string? ids, FileInfo? file)
+    /// <summary>Largest prompt file read (a million-token prompt of text is a few MiB).</summary>
+    private const long PromptFileCap = 64L << 20;
+
+    private static string ReadPromptFile(FileInfo file)
+    {
+        if (!file.Exists && !Directory.Exists(file.FullName) && file.LinkTarget is null) throw new FileNotFoundException($"prompt file {file.FullName} not found");
+        return LongCtx.Contract.SafeFile.ReadText(file.FullName, PromptFileCap, what: $"prompt file {file.FullName}");
+    }
+
+    private static IReadOnlyList<int> PromptTokens(LongCtxModel m, string? text, string? ids, string? content)
     {
         if (ids is not null) return RuntimeCliOptions.ParseIds(ids);
-        if (file is not null)
+        if (content is not null)
         {
-            if (!file.Exists) throw new FileNotFoundException($"prompt file {file.FullName} not found");
-            var content = File.ReadAllText(file.FullName);
             if (content.All(c => char.IsAsciiDigit(c) || c is ',' or ' ' or '\n' or '\r' or '\t'))
                 return RuntimeCliOptions.ParseIds(content);
             text = content;

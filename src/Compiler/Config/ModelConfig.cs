@@ -32,7 +32,8 @@ public sealed record ModelConfig(
         if (modelPath is null) return null;
         var p = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(modelPath)) ?? ".", FileName);
         if (!File.Exists(p)) return null;
-        try { return Parse(LongCtx.Contract.LongCtxFiles.ReadText(p), p); }
+        // Must really live in the model's folder (a config.json linking elsewhere is refused, see SafeFile).
+        try { return Parse(LongCtx.Contract.SafeFile.ReadText(p, LongCtx.Contract.LongCtxFiles.SmallTextCap, System.IO.Path.GetDirectoryName(p)), p); }
         catch (JsonException) { return null; }
     }
 

@@ -26,7 +26,9 @@ public sealed class InMemorySource(ReadOnlyMemory<byte> bytes) : TensorSource
     public override void CopyTo(Stream destination) => destination.Write(Bytes.Span);
 }
 
-/// <summary>Bytes in an external-data file: read only when asked.</summary>
+/// <summary>Bytes in an external-data file: read only when asked. <see cref="Path"/> is the real path the reader
+/// checked; every open checks again (still that real path, still a regular file long enough) so that a file swapped
+/// for a link or a FIFO after loading is refused rather than followed.</summary>
 public sealed class ExternalSource(string path, long offset, long length) : TensorSource
 {
     public string Path { get; } = path;
@@ -37,7 +39,7 @@ public sealed class ExternalSource(string path, long offset, long length) : Tens
     {
         if (ByteLength > Array.MaxLength) throw new InvalidOperationException($"external tensor in {Path} is {ByteLength} bytes: too large to read into one array; stream it");
         var buf = new byte[ByteLength];
-        using var h = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        using var h = Open();
         long done = 0;
         while (done < ByteLength)
         {
@@ -48,9 +50,16 @@ public sealed class ExternalSource(string path, long offset, long length) : Tens
         return buf;
     }
 
+    private Microsoft.Win32.SafeHandles.SafeFileHandle Open()
+    {
+        var (real, _) = LongCtx.Contract.SafeFile.Check(Path, need: Offset + ByteLength, what: $"external data file {Path}");
+        if (real != Path) throw new LongCtx.Contract.UnsafeFileException($"external data file {Path} became a link to {real} after the model was loaded; refusing it");
+        return File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+    }
+
     public override void CopyTo(Stream destination)
     {
-        using var h = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        using var h = Open();
         var buf = new byte[1 << 20];
         long done = 0;
         while (done < ByteLength)

@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using Google.Protobuf;
 using LongCtx.Compiler.IR;
+using LongCtx.Contract;
 using P = Onnx;
 
 namespace LongCtx.Compiler.OnnxIO;
@@ -17,13 +18,15 @@ public static class OnnxReader
     public static Model Load(string path)
     {
         string file = Path.GetFileName(path);
-        if (!File.Exists(path)) throw new ModelFormatException($"{path}: file not found");
-        var info = new FileInfo(path);
-        if (info.Length == 0) throw new ModelFormatException($"{file}: empty file, not an ONNX model");
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new ModelFormatException($"{path}: file not found");
+        long size;
+        try { size = SafeFile.Check(path, what: path).Size; }
+        catch (UnsafeFileException e) { throw new ModelFormatException(e.Message); }
+        if (size == 0) throw new ModelFormatException($"{file}: empty file, not an ONNX model");
         P.ModelProto proto;
         try
         {
-            using var fs = File.OpenRead(path);
+            using var fs = SafeFile.OpenRead(path, what: path);
             proto = P.ModelProto.Parser.ParseFrom(fs);
         }
         catch (InvalidProtocolBufferException e)
@@ -208,9 +211,9 @@ public static class OnnxReader
     {
         var et = (ElementType)tp.DataType;
         var dims = tp.Dims.ToArray();
-        long count = dims.Aggregate(1L, (a, d) => a * d);
         string tname = tp.Name.Length > 0 ? $"tensor '{tp.Name}'" : "a constant tensor";
         if (dims.Any(d => d < 0)) throw new ModelFormatException($"{ctx.File}: {tname} has a negative dimension [{string.Join(",", dims)}]");
+        long count = ElementCount(dims, et, tname, ctx);
         if (tp.DataLocation == P.TensorProto.Types.DataLocation.External)
         {
             string? loc = null; long offset = 0; long? length = null;
@@ -219,8 +222,8 @@ public static class OnnxReader
                 switch (kv.Key)
                 {
                     case "location": loc = kv.Value; break;
-                    case "offset": offset = long.Parse(kv.Value); break;
-                    case "length": length = long.Parse(kv.Value); break;
+                    case "offset": offset = ExternalNumber(kv.Value, "offset", tname, ctx); break;
+                    case "length": length = ExternalNumber(kv.Value, "length", tname, ctx); break;
                 }
             }
             if (string.IsNullOrEmpty(loc)) throw new ModelFormatException($"{ctx.File}: {tname} is external but names no location");
@@ -231,14 +234,21 @@ public static class OnnxReader
             string baseFull = Path.GetFullPath(ctx.BaseDir) + Path.DirectorySeparatorChar;
             if (!full.StartsWith(baseFull, StringComparison.Ordinal))
                 throw new ModelFormatException($"{ctx.File}: {tname} has external data location '{loc}' outside the model's folder; refusing it");
-            if (!File.Exists(full)) throw new ModelFormatException($"{ctx.File}: {tname} needs external data file '{loc}', which is missing (expected at {full})");
+            if (!File.Exists(full) && !Directory.Exists(full))
+                throw new ModelFormatException($"{ctx.File}: {tname} needs external data file '{loc}', which is missing (expected at {full})");
             long need = length ?? et.ByteCount(count);
-            long have = new FileInfo(full).Length;
-            if (offset < 0 || offset + need > have)
-                throw new ModelFormatException($"{ctx.File}: {tname} needs bytes {offset}..{offset + need} of '{loc}', but the file has only {have} bytes (truncated or wrong data file)");
             if (et.BitWidth() > 0 && need != et.ByteCount(count))
                 throw new ModelFormatException($"{ctx.File}: {tname} is {et.ShortName()}[{string.Join(",", dims)}] ({et.ByteCount(count)} bytes) but its external data length is {need}");
-            return new Tensor(et, dims, new ExternalSource(full, offset, need));
+            if (offset > long.MaxValue - need)
+                throw new ModelFormatException($"{ctx.File}: {tname}: external data offset {offset} + length {need} overflows; the model is corrupt");
+            // The real file (symlinks resolved) must be a regular file inside the model's folder, long enough for the
+            // range: checked by stat before anything opens it (a FIFO, /dev/zero or a link to /proc/... is refused).
+            string real; long have;
+            try { (real, have) = SafeFile.Check(full, ctx.BaseDir, what: $"{ctx.File}: {tname}: external data '{loc}'"); }
+            catch (UnsafeFileException e) { throw new ModelFormatException(e.Message); }
+            if (offset + need > have)
+                throw new ModelFormatException($"{ctx.File}: {tname} needs bytes {offset}..{offset + need} of '{loc}', but the file has only {have} bytes (truncated or wrong data file)");
+            return new Tensor(et, dims, new ExternalSource(real, offset, need));
         }
         if (et == ElementType.String || et.BitWidth() == 0) return new Tensor(et, dims, tp.Clone());
         if (IsTyped(tp)) return new Tensor(et, dims, TypedToRaw(tp, et, count, tname, ctx));
@@ -246,6 +256,27 @@ public static class OnnxReader
             throw new ModelFormatException($"{ctx.File}: {tname} is {et.ShortName()}[{string.Join(",", dims)}] but holds {tp.RawData.Length} bytes (expected {et.ByteCount(count)})");
         return new Tensor(et, dims, new InMemorySource(tp.RawData.Memory));
     }
+
+    /// <summary>The element count of <paramref name="dims"/>; a product or byte count that overflows 64 bits is an error
+    /// (a 2^61-element initializer must not pass as a few KiB).</summary>
+    private static long ElementCount(long[] dims, ElementType et, string tname, Ctx ctx)
+    {
+        long count = 1;
+        foreach (var d in dims)
+        {
+            if (d != 0 && count > long.MaxValue / d)
+                throw new ModelFormatException($"{ctx.File}: {tname} has dims [{string.Join(",", dims)}], whose element count overflows 64 bits; the model is corrupt");
+            count *= d;
+        }
+        if (et.BitWidth() > 0 && count > (long.MaxValue - 7) / Math.Max(1, et.BitWidth()))
+            throw new ModelFormatException($"{ctx.File}: {tname} has {count} {et.ShortName()} elements, whose byte count overflows 64 bits; the model is corrupt");
+        return count;
+    }
+
+    private static long ExternalNumber(string text, string key, string tname, Ctx ctx) =>
+        long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var v)
+            ? v
+            : throw new ModelFormatException($"{ctx.File}: {tname} has external data {key} '{text}', which is not a non-negative 64-bit integer; the model is corrupt");
 
     private static TensorSource TypedToRaw(P.TensorProto tp, ElementType et, long count, string tname, Ctx ctx)
     {

@@ -18,15 +18,17 @@ public sealed record NeedleResult(string Model, string File, int N, int Correct,
 /// </summary>
 public static class NeedleEval
 {
+    /// <summary>Largest needle file and line read (a 1M-token prompt as JSON ids is under 16 MiB).</summary>
+    public const long FileCap = 4L << 30;
+    public const int LineCap = 64 << 20;
+
     /// <summary>Reads a JSONL needle file: each line has "prompt" (ids) and "expected" (or "answer"/"target").</summary>
     public static List<NeedleItem> Read(string path, int limit = 0)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"needle file {path} not found", path);
         var items = new List<NeedleItem>();
-        int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var (lineNo, line) in LongCtx.Contract.SafeFile.ReadLines(path, FileCap, LineCap, $"needle file {path}"))
         {
-            lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             if (limit > 0 && items.Count >= limit) break;
             JsonDocument doc;
@@ -42,12 +44,16 @@ public static class NeedleEval
                 if (r.TryGetProperty(k, out e)) { found = true; break; }
             if (!found || e.ValueKind != JsonValueKind.Number)
                 throw new RuntimeException($"{path}:{lineNo}: no \"expected\" token id");
-            int id = r.TryGetProperty("id", out var i) && i.ValueKind == JsonValueKind.Number ? i.GetInt32() : items.Count;
+            int Int(JsonElement x, string field) => x.ValueKind == JsonValueKind.Number && x.TryGetInt32(out var v) && (field == "id" || v >= 0)
+                ? v : throw new RuntimeException($"{path}:{lineNo}: \"{field}\" must be a{(field == "id" ? "n" : " non-negative")} 32-bit integer, got {Clip(x.GetRawText())}");
+            int id = r.TryGetProperty("id", out var i) ? Int(i, "id") : items.Count;
             double? depth = r.TryGetProperty("depth", out var d) && d.ValueKind == JsonValueKind.Number ? d.GetDouble() : null;
-            items.Add(new NeedleItem(id, p.EnumerateArray().Select(x => x.GetInt32()).ToArray(), e.GetInt32(), depth));
+            items.Add(new NeedleItem(id, p.EnumerateArray().Select(x => Int(x, "prompt")).ToArray(), Int(e, "expected"), depth));
         }
         return items;
     }
+
+    private static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "...";
 
     public static NeedleResult Run(LongCtxModel model, string file, IReadOnlyList<NeedleItem> items, int chunk,
         IProgress<int>? progress = null, CancellationToken ct = default, Func<NeedleItem, int>? cut = null)
