@@ -32,7 +32,7 @@ public static class EvictionSplit
         if (!File.Exists(config)) throw new RuntimeException($"{needleFile}: --evict-before-question needs config.json beside it (vocab.QUERY: the token that starts the question); none at {config}");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(config));
+            using var doc = JsonDocument.Parse(LongCtx.Contract.LongCtxFiles.ReadText(config)); // capped, regular files only
             if (doc.RootElement.TryGetProperty("vocab", out var v) && v.TryGetProperty("QUERY", out var q) && q.TryGetInt32(out int id)) return id;
         }
         catch (JsonException e) { throw new RuntimeException($"{config}: not JSON ({e.Message.Split('\n')[0]}); --evict-before-question reads vocab.QUERY from it", e); }
