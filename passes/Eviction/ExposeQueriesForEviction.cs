@@ -97,27 +97,27 @@ public sealed class ExposeQueriesForEviction : IPass
         if (Gqa.Input(n, "past_key") is not { IsGraphInput: true } past)
             throw new CompileException($"{where}: past_key is not a graph input; {option} reads the cache the runtime feeds");
         var record = new Dictionary<string, object?>
-            {
-                ["layer"] = b.Layer,
-                ["query"] = queryName,
-                ["past_key"] = past.Name,
-                ["heads"] = b.NumHeads,
-                ["kv_heads"] = b.KvNumHeads,
-                ["head_dim"] = b.HeadDim,
-                ["scale"] = n.FloatAttr("scale", 0) is var sc && sc != 0 ? sc : 1 / Math.Sqrt(b.HeadDim),
-                ["rotary_dim"] = 0,
-                ["interleaved"] = false,
-                ["rope_factor"] = 1.0,
-            };
-            if (n.IntAttr("do_rotary", 0) == 1)
-            {
-                var (invFreq, factor) = Angles(Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache"))
-                    ?? throw new CompileException($"{where}: the cos/sin caches are not constant [max_positions >= 2, rotary_dim/2] tensors; eviction must rotate queries as the op does");
-                record["rotary_dim"] = invFreq.Length * 2;
-                record["interleaved"] = n.IntAttr("rotary_interleaved", 0) == 1;
-                record["inv_freq"] = invFreq;
-                record["rope_factor"] = factor;
-            }
+        {
+            ["layer"] = b.Layer,
+            ["query"] = queryName,
+            ["past_key"] = past.Name,
+            ["heads"] = b.NumHeads,
+            ["kv_heads"] = b.KvNumHeads,
+            ["head_dim"] = b.HeadDim,
+            ["scale"] = n.FloatAttr("scale", 0) is var sc && sc != 0 ? sc : 1 / Math.Sqrt(b.HeadDim),
+            ["rotary_dim"] = 0,
+            ["interleaved"] = false,
+            ["rope_factor"] = 1.0,
+        };
+        if (n.IntAttr("do_rotary", 0) == 1)
+        {
+            var (invFreq, factor) = Angles(Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache"))
+                ?? throw new CompileException($"{where}: the cos/sin caches are not constant [max_positions >= 2, rotary_dim/2] tensors; {option} must rotate queries as the op does");
+            record["rotary_dim"] = invFreq.Length * 2;
+            record["interleaved"] = n.IntAttr("rotary_interleaved", 0) == 1;
+            record["inv_freq"] = invFreq;
+            record["rope_factor"] = factor;
+        }
         return record;
     }
 
@@ -126,7 +126,7 @@ public sealed class ExposeQueriesForEviction : IPass
     {
         if (cosV?.Const is not { Dims.Length: 2 } cos || sinV?.Const is not { Dims.Length: 2 } sin || cos.Dims[0] < 2 || !cos.Dims.SequenceEqual(sin.Dims)) return null;
         int half = (int)cos.Dims[1];
-        // rows 0 and 1 only; ToFloats reads the whole table once (it is small next to the weights)
+        // rows 0 and 1 are all that is needed; ToFloats reads the whole table once (small next to the weights)
         float[] c = cos.ToFloats(), sn = sin.ToFloats();
         double factor = c[0];
         if (!(factor > 0)) return null;

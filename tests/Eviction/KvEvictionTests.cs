@@ -186,6 +186,21 @@ public sealed class KvEvictionTests : RecallCompileFixture
         Assert.That(cache.Evicted, Is.EqualTo(4 * 50));
     }
 
+    /// <summary>h2o with fractions: the budget is a fraction of the prompt, fixed when the prompt ends (it does not grow while decoding).</summary>
+    [Test]
+    public void H2o_FractionsOfThePrompt_StayFixedWhileDecoding()
+    {
+        using var m = LongCtxModel.Load(Compile("h2o-frac", "h2o:heavy=10%,recent=10%"), RuntimeFixtures.Cpu());
+        using var g = m.CreateGenerator();
+        var logits = g.Prefill(Prompt(100), 32);
+        Assert.That(g.Length, Is.EqualTo(20));
+        for (int i = 0; i < 30; i++) logits = g.Forward([Sampler.ArgMax(logits)]);
+        Assert.That(g.Length, Is.EqualTo(20));
+        g.Reset();
+        g.Prefill(Prompt(200), 32);
+        Assert.That(g.Length, Is.EqualTo(40), "a fresh sequence takes its own prompt's fractions");
+    }
+
     [Test]
     public void PyramidKv_LayersKeepFallingBudgets()
     {

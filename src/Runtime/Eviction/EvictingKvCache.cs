@@ -34,6 +34,7 @@ public sealed class EvictingKvCache : KvCacheManager
     private readonly float[][][]? _mass;         // h2o: per layer, KV head, cache row: accumulated attention mass
     private readonly int[] _len;                 // per layer: rows held
     private bool _compressed, _saidNoop;
+    private int? _h2oPrompt;
     private long _seen;
 
     public EvictingKvCache(SharedBufferKvCache inner, KvEvictPolicy policy, string model, Action<string> note) : base(inner.Contract)
@@ -158,9 +159,11 @@ public sealed class EvictingKvCache : KvCacheManager
         Compact(_ => keep);
     }
 
+    /// <summary>h2o's heavy + recent; fractions are of the first prompt (fixed when it ends, so the budget stays put while decoding).</summary>
     private int H2oBudget(out int heavy, out int recent)
     {
-        int prompt = checked((int)Math.Min(_seen, int.MaxValue));
+        _h2oPrompt ??= checked((int)Math.Min(_seen, int.MaxValue));
+        int prompt = _h2oPrompt.Value;
         heavy = KvEvictPolicy.Tokens(_policy.Heavy, prompt);
         recent = Math.Max(1, KvEvictPolicy.Tokens(_policy.Recent, prompt));
         return heavy + recent;
@@ -268,6 +271,7 @@ public sealed class EvictingKvCache : KvCacheManager
         foreach (var p in _rowPos) p.Clear();
         if (_mass is not null) foreach (var m in _mass) for (int g = 0; g < m.Length; g++) m[g] = [];
         _compressed = false;
+        _h2oPrompt = null;
         _seen = 0;
         Evicted = 0;
     }
