@@ -18,6 +18,7 @@ namespace LongCtx.Passes;
 /// <item><see cref="MultiHeadAttentionToGqa"/>: form b, com.microsoft RotaryEmbedding + MultiHeadAttention</item>
 /// <item><see cref="OnnxAttentionToGqa"/>: form d, ONNX Attention + RotaryEmbedding with a Concat cache</item>
 /// <item><see cref="FoldRotaryIntoGqa"/>: form c with RotaryEmbedding outside the op: RoPE moves into the op</item>
+/// <item><see cref="OrtAttentionToGqa"/>: onnxruntime.transformers GPT-2, com.microsoft.Attention with packed QKV and a packed past</item>
 /// </list>
 /// Blocks GQA cannot express stay as they are, with a note saying why ("layer N (form) kept: ..."); attention sites no
 /// form reads get a "not recognised" note. seqlens_k = ReduceSum(attention_mask, axis 1) - 1 (int32) and
@@ -25,7 +26,9 @@ namespace LongCtx.Passes;
 /// what GQA derives from them, for masks that are ones followed by zeros per row (no left padding). RoPE positions come
 /// from seqlens_k (past length + i), which equals position_ids whenever the caller passes position_ids =
 /// arange(past, past + S), the usual contract; option <c>positions=input</c> feeds position_ids to GQA instead (ORT CPU
-/// only). The model's inputs and outputs keep their names, dtypes and meaning. The driver erases the nodes a rewrite
+/// only). The model's inputs and outputs keep their names, dtypes and meaning, except a packed past_N / present_N cache
+/// (<see cref="OrtAttentionToGqa"/>), which becomes the contract's past_key_values.N.key/value and present.N.key/value.
+/// The driver erases the nodes a rewrite
 /// leaves dead; shared subgraphs (the RoPE tables) become dead with the last block and <c>dce</c> removes them and their
 /// initializers (so this pass must run before dce).
 /// Options: <c>max-positions</c> (rows of the cos/sin caches, default the largest of 32768, the model's own cache length
@@ -44,7 +47,7 @@ public sealed class CanonicalizeAttention : IPass
 
     /// <summary>The rule set, one rule per form (order only matters between rules sharing a root operator; none do).</summary>
     public static IReadOnlyList<IRewriteRule> Rules { get; } =
-        [new TorchAttentionToGqa(), new MultiHeadAttentionToGqa(), new OnnxAttentionToGqa(), new FoldRotaryIntoGqa()];
+        [new TorchAttentionToGqa(), new MultiHeadAttentionToGqa(), new OnnxAttentionToGqa(), new FoldRotaryIntoGqa(), new OrtAttentionToGqa()];
 
     /// <summary>
     /// The longest sequence the rewritten model can take: GroupQueryAttention reads RoPE rows by position, so the

@@ -22,14 +22,21 @@ public sealed class DeadCodeElimination : IPass
 
     private static void Clean(Graph g, PassContext ctx)
     {
-        // Walk nodes in reverse topological order: a node whose outputs are all unused can go, which may free its producers.
-        foreach (var n in g.Nodes.Reverse().ToList())
+        // Walk nodes in reverse topological order: a node whose outputs are used only by dead nodes is dead too. The
+        // dead set is collected first and removed in one batch: linear in the graph (100k dead readers of one value
+        // removed one by one cost 100k^2 list searches).
+        var dead = new List<Node>();
+        var isDead = new HashSet<Node>();
+        foreach (var n in g.Nodes.Reverse())
         {
             ctx.Cancellation.ThrowIfCancellationRequested();
-            if (n.Outputs.Any(o => o is not null && o.IsUsed)) continue;
-            ctx.Rewriter.RemoveNode(n);
-            ctx.Count("nodes removed");
+            if (n.Outputs.Any(o => o is not null && (o.IsGraphOutput || o.Uses.Any(u => !isDead.Contains(u.Node))))) continue;
+            dead.Add(n);
+            isDead.Add(n);
         }
+        int before = g.Nodes.Count;
+        try { ctx.Rewriter.RemoveNodes(dead); }
+        finally { if (before > g.Nodes.Count) ctx.Count("nodes removed", before - g.Nodes.Count); }
         foreach (var n in g.Nodes) foreach (var sg in n.Subgraphs) Clean(sg, ctx);
         foreach (var v in g.Initializers.Where(v => !v.IsUsed && !v.IsGraphInput).ToList())
         {

@@ -27,7 +27,7 @@ internal sealed class TestDecoder : IDisposable
         };
         _session = new InferenceSession(model, so);
         Contract = DecoderContract.Discover("test decoder", _session.InputMetadata, _session.OutputMetadata);
-        if (Contract.CacheKind != KvCacheKind.Concat) throw new NotSupportedException($"TestDecoder drives concat caches; this model has a {Contract.CacheKind} cache");
+        if (Contract.CacheKind is not (KvCacheKind.Concat or KvCacheKind.Packed)) throw new NotSupportedException($"TestDecoder drives concat and packed caches; this model has a {Contract.CacheKind} cache");
         Outputs = _session.OutputMetadata.Keys.ToArray();
     }
 
@@ -61,12 +61,12 @@ internal sealed class TestDecoder : IDisposable
             Add(c.InputIds, Ints(c.InputIdsType, tokens, [1, s]));
             if (c.AttentionMask is { } mask) Add(mask, Ints(c.AttentionMaskType, Enumerable.Repeat(1L, total).ToArray(), [1, total]));
             if (c.PositionIds is { } pos) Add(pos, Ints(c.PositionIdsType, Enumerable.Range(Past, s).Select(i => (long)i).ToArray(), [1, s]));
-            foreach (var layer in c.Layers)
-                foreach (var past in new[] { layer.PastKey, layer.PastValue })
-                {
-                    if (_cache.TryGetValue(past, out var cached)) Add(past, cached, own: false);
-                    else Add(past, OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, c.KvType, [1, c.KvHeads, 0, c.HeadDim]));
-                }
+            long[] empty = c.CacheKind == KvCacheKind.Packed ? [2, 1, c.KvHeads, 0, c.HeadDim] : [1, c.KvHeads, 0, c.HeadDim];
+            foreach (var (past, _) in CachePairs())
+            {
+                if (_cache.TryGetValue(past, out var cached)) Add(past, cached, own: false);
+                else Add(past, OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, c.KvType, empty));
+            }
             using var ro = new RunOptions();
             var results = _session.Run(ro, names, values, Outputs);
             var byName = Outputs.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => results[x.i], StringComparer.Ordinal);
@@ -74,11 +74,7 @@ internal sealed class TestDecoder : IDisposable
             foreach (var (name, v) in byName)
                 if (allOutputs || name == c.Logits) returned[name] = ToOutput(v);
             var kept = new HashSet<OrtValue>();
-            foreach (var layer in c.Layers)
-            {
-                Keep(layer.PastKey, byName[layer.PresentKey]);
-                Keep(layer.PastValue, byName[layer.PresentValue]);
-            }
+            foreach (var (past, present) in CachePairs()) Keep(past, byName[present]);
             void Keep(string past, OrtValue present)
             {
                 if (_cache.Remove(past, out var old)) owned.Add(old);
@@ -91,6 +87,10 @@ internal sealed class TestDecoder : IDisposable
         }
         finally { foreach (var v in owned) v.Dispose(); }
     }
+
+    /// <summary>(past input, present output) per cache tensor: two per layer, one for a packed layer.</summary>
+    private IEnumerable<(string Past, string Present)> CachePairs() =>
+        Contract.Layers.SelectMany(l => new[] { (l.PastKey, l.PresentKey), (l.PastValue, l.PresentValue) }).Distinct();
 
     /// <summary>Logits of the last position after feeding <paramref name="tokens"/> on top of the cache.</summary>
     public float[] Next(long[] tokens) => Step(tokens)[Contract.Logits].LastRow();

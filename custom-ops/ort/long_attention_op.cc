@@ -3,6 +3,8 @@
 #include "long_attention_op.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -59,8 +61,24 @@ struct Config {
   bool do_rotary = false, interleaved = false;
   longctx_la_pattern pattern = LONGCTX_LA_DENSE;
   int64_t sink = 0, window = 0, chunk_size = 0, local_size = 0, trained_context = 0;
+  longctx_la_sparse sparse{};  // trishape / vslash / xattn (defaults: SparseDefaults)
   int isa_override = -1;  // -1: the library's active path
 };
+
+// Defaults of the sparse prefill attributes (the compiler writes them explicitly; see custom-ops/README.md).
+// min_len: below it a call runs dense (README: chosen by measurement with longctx_kernel_bench / lcc bench).
+longctx_la_sparse SparseDefaults(longctx_la_pattern pattern) {
+  longctx_la_sparse s{};
+  s.min_len = pattern == LONGCTX_LA_TRISHAPE || pattern == LONGCTX_LA_BLOCK ? 2048 : 8192;
+  s.vertical = 1000;
+  s.slash = 4096;
+  s.threshold = 0.9f;
+  s.stride = 8;
+  s.last = 64;
+  s.local_blocks = 16;
+  s.vert_stride = 8;
+  return s;
+}
 
 Config ReadConfig(const OrtKernelInfo* info) {
   Config c;
@@ -82,23 +100,59 @@ Config ReadConfig(const OrtKernelInfo* info) {
   if (pattern == "dense") c.pattern = LONGCTX_LA_DENSE;
   else if (pattern == "streaming") c.pattern = LONGCTX_LA_STREAMING;
   else if (pattern == "dca") c.pattern = LONGCTX_LA_DCA;
-  else Fail("unknown pattern '" + pattern + "' (valid: dense, streaming, dca)");
+  else if (pattern == "trishape") c.pattern = LONGCTX_LA_TRISHAPE;
+  else if (pattern == "vslash") c.pattern = LONGCTX_LA_VSLASH;
+  else if (pattern == "xattn") c.pattern = LONGCTX_LA_XATTN;
+  else if (pattern == "block") c.pattern = LONGCTX_LA_BLOCK;
+  else Fail("unknown pattern '" + pattern + "' (valid: dense, streaming, dca, trishape, vslash, xattn, block)");
 
-  // Pattern attributes: required by their pattern, rejected by the others.
-  struct PatternAttr { const char* name; longctx_la_pattern owner; int64_t* slot; bool required; };
+  // Pattern attributes: required by their pattern(s), rejected by the others. Owners are bit masks.
+  constexpr unsigned kStreaming = 1u << LONGCTX_LA_STREAMING, kDca = 1u << LONGCTX_LA_DCA;
+  constexpr unsigned kTri = 1u << LONGCTX_LA_TRISHAPE, kVs = 1u << LONGCTX_LA_VSLASH, kXa = 1u << LONGCTX_LA_XATTN;
+  constexpr unsigned kBlk = 1u << LONGCTX_LA_BLOCK;
+  const bool sparse = ((kTri | kVs | kXa | kBlk) >> c.pattern) & 1u;
+  if (sparse) {
+    c.sparse = SparseDefaults(c.pattern);
+    c.sink = 64;
+    c.window = 1024;
+  }
+  struct PatternAttr { const char* name; unsigned owners; int64_t* slot; bool required; };
   const PatternAttr attrs[] = {
-      {"sink", LONGCTX_LA_STREAMING, &c.sink, false},          {"window", LONGCTX_LA_STREAMING, &c.window, true},
-      {"chunk_size", LONGCTX_LA_DCA, &c.chunk_size, true},     {"local_size", LONGCTX_LA_DCA, &c.local_size, true},
-      {"trained_context", LONGCTX_LA_DCA, &c.trained_context, false},
+      {"sink", kStreaming | kTri, &c.sink, false},             {"window", kStreaming | kTri, &c.window, c.pattern == LONGCTX_LA_STREAMING},
+      {"chunk_size", kDca, &c.chunk_size, true},               {"local_size", kDca, &c.local_size, true},
+      {"trained_context", kDca, &c.trained_context, false},    {"min_len", kTri | kVs | kXa | kBlk, &c.sparse.min_len, false},
+      {"last", kTri, &c.sparse.last, false},                   {"vertical", kVs, &c.sparse.vertical, false},
+      {"slash", kVs, &c.sparse.slash, false},                  {"stride", kXa, &c.sparse.stride, false},
+      {"local_blocks", kBlk, &c.sparse.local_blocks, false},   {"vert_stride", kBlk, &c.sparse.vert_stride, false},
   };
+  const char* kOwnersText =
+      "' (dense: none; streaming: sink, window; dca: chunk_size, local_size, trained_context; trishape: sink, window, "
+      "last, min_len; vslash: vertical, slash, min_len; xattn: threshold, stride, min_len; block: local_blocks, vert_stride, "
+      "min_len)";
   for (const PatternAttr& a : attrs) {
+    const bool owned = (a.owners >> c.pattern) & 1u;
     const bool present = TryInt(info, a.name, a.slot);
-    if (present && a.owner != c.pattern)
-      Fail(std::string("attribute '") + a.name + "' does not apply to pattern '" + pattern +
-           "' (dense: none; streaming: sink, window; dca: chunk_size, local_size, trained_context)");
-    if (!present && a.required && a.owner == c.pattern)
+    if (present && !owned) Fail(std::string("attribute '") + a.name + "' does not apply to pattern '" + pattern + kOwnersText);
+    if (!present && a.required && owned)
       Fail(std::string("pattern '") + pattern + "' needs int attribute '" + a.name + "'");
   }
+  {
+    float threshold = 0.f;
+    OrtStatus* st = Ort::GetApi().KernelInfoGetAttribute_float(info, "threshold", &threshold);
+    const bool present = st == nullptr;
+    if (st != nullptr) Ort::GetApi().ReleaseStatus(st);
+    if (present && c.pattern != LONGCTX_LA_XATTN)
+      Fail(std::string("attribute 'threshold' does not apply to pattern '") + pattern + kOwnersText);
+    if (present) c.sparse.threshold = threshold;
+  }
+  if (sparse && (c.sparse.min_len < 0 || c.sparse.vertical < 0 || c.sparse.slash < 0 || c.sparse.last < 0 ||
+                 c.sink < 0 || c.window < 1 || c.sparse.local_blocks < 1 || c.sparse.vert_stride < 1))
+    Fail("pattern '" + pattern + "': min_len, vertical, slash, last and sink must be >= 0, window, local_blocks and "
+         "vert_stride >= 1");
+  if (c.pattern == LONGCTX_LA_XATTN && !(c.sparse.threshold > 0.f && c.sparse.threshold <= 1.f))
+    Fail("xattn threshold must be in (0, 1], got " + std::to_string(c.sparse.threshold));
+  if (c.pattern == LONGCTX_LA_XATTN && (c.sparse.stride < 1 || 64 % c.sparse.stride != 0))
+    Fail("xattn stride must divide 64 (e.g. 8 or 16), got " + std::to_string(c.sparse.stride));
   if (c.pattern == LONGCTX_LA_STREAMING && (c.sink < 0 || c.window < 1))
     Fail("streaming needs sink >= 0 and window >= 1 (got sink=" + std::to_string(c.sink) + ", window=" +
          std::to_string(c.window) + ")");
@@ -264,6 +318,9 @@ struct LongAttentionKernel {
     p.sink = config.sink; p.window = config.window;
     p.chunk_size = config.chunk_size; p.local_size = config.local_size; p.trained_context = config.trained_context;
     p.isa_override = config.isa_override;
+    p.sparse = config.sparse;
+    longctx_la_stats stats{};
+    p.stats = &stats;
     OrtExecutor executor{raw};
     p.parallel_for = &OrtExecutor::ParallelFor;
     p.executor = &executor;
@@ -273,7 +330,22 @@ struct LongAttentionKernel {
     if (st != LONGCTX_OK)
       throw Ort::Exception(std::string(kOp) + ": " + err,
                            st == LONGCTX_INVALID_ARGUMENT || st == LONGCTX_ISA_REFUSED ? ORT_INVALID_ARGUMENT : ORT_RUNTIME_EXCEPTION);
+    // Bad input from issue 10: a budget larger than the sequence runs dense; said once per kernel.
+    if (stats.covered_heads > 0 && !covered_noted.exchange(true))
+      std::fprintf(stderr, "lcc: note: LongAttention pattern '%s': the budget covers every key of this %lld-token prompt; it runs dense\n",
+                   PatternName(config.pattern), static_cast<long long>(S));
   }
+
+  static const char* PatternName(longctx_la_pattern p) {
+    switch (p) {
+      case LONGCTX_LA_TRISHAPE: return "trishape";
+      case LONGCTX_LA_VSLASH: return "vslash";
+      case LONGCTX_LA_XATTN: return "xattn";
+      case LONGCTX_LA_BLOCK: return "block";
+      default: return "dense";
+    }
+  }
+  std::atomic<bool> covered_noted{false};
 
   Config config;
   int threads;

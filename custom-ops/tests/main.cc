@@ -34,6 +34,7 @@ constexpr Test kOnce[] = {
 constexpr Test kPerIsa[] = {
     {"kvquant", &longctx::test::KvQuantTests},
     {"long_attention", &longctx::test::LongAttentionTests},
+    {"sparse_attention", &longctx::test::SparseAttentionTests},
 };
 
 struct Totals {

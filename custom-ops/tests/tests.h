@@ -12,5 +12,6 @@ void AttentionReferenceTests(Ctx& ctx);
 // Run once per ISA path the CPU supports, with that path active.
 void KvQuantTests(Ctx& ctx);
 void LongAttentionTests(Ctx& ctx);
+void SparseAttentionTests(Ctx& ctx);
 
 }  // namespace longctx::test

@@ -102,8 +102,8 @@ internal static class GqaRewrite
     private sealed record MaskLengths(Value Seqlens, Value Total);
     private sealed record RopeCachePair(Value Cos, Value Sin);
 
-    /// <summary>Replaces the block by one GroupQueryAttention; the replaced nodes die and the driver erases them.</summary>
-    public static void Rewrite(IRewriter rw, GqaMatch match)
+    /// <summary>Replaces the block by one GroupQueryAttention (returned); the replaced nodes die and the driver erases them.</summary>
+    public static Node Rewrite(IRewriter rw, GqaMatch match)
     {
         var model = rw.Model;
         var g = model.Graph;
@@ -168,6 +168,7 @@ internal static class GqaRewrite
         rw.ReplaceAllUsesWith(m.Output, output);
         if (m.PresentKey is not null) rw.ReplaceAllUsesWith(m.PresentKey, Gqa.Output(gqa, "present_key")!);
         if (m.PresentValue is not null) rw.ReplaceAllUsesWith(m.PresentValue, Gqa.Output(gqa, "present_value")!);
+        return gqa;
     }
 
     /// <summary>

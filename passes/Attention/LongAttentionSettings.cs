@@ -4,7 +4,7 @@ using LongCtx.Compiler;
 namespace LongCtx.Passes.Attention;
 
 /// <summary>The attention patterns of <c>longctx.LongAttention</c> (the op's <c>pattern</c> attribute).</summary>
-public enum AttentionPattern { Dense, Streaming, Dca }
+public enum AttentionPattern { Dense, Streaming, Dca, Trishape, Vslash, Xattn, Block }
 
 /// <summary>
 /// What <c>lower-attention</c> lowers to: the pattern, its parameters (explicit or derived from the trained context) and
@@ -27,7 +27,14 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
         ["dense"] = ["layers"],
         ["streaming"] = ["sink", "window", "layers"],
         ["dca"] = ["chunk", "local", "layers"],
+        ["trishape"] = SparsePrefill.Keys["trishape"],
+        ["vslash"] = SparsePrefill.Keys["vslash"],
+        ["xattn"] = SparsePrefill.Keys["xattn"],
+        ["block"] = SparsePrefill.Keys["block"],
     };
+
+    /// <summary>The sparse prefill settings (trishape, vslash, xattn), else null.</summary>
+    public SparsePrefill? Sparse { get; init; }
 
     public const int DefaultSink = 4;
 
@@ -38,6 +45,7 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
     {
         AttentionPattern.Streaming => $"streaming sink={Sink} window={Window}",
         AttentionPattern.Dca => $"dca chunk={Chunk} local={Local}" + (TrainedContext is int t ? $" trained={t}" : ""),
+        _ when Sparse is { } sp => $"{PatternName} {sp.Describe(Pattern, Sink, Window)}",
         _ => "dense",
     };
 
@@ -99,6 +107,8 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
                     throw new CompileException($"{model}: --attention dca: local={local} must be in [1, chunk) = [1, {chunk})");
                 return new(AttentionPattern.Dca, 0, 0, chunk, local, layers, t, context, said);
             }
+            case "trishape" or "vslash" or "xattn" or "block":
+                return SparsePrefill.Parse(pattern, options, Int, layers, trainedCtx, context, model);
             default:
                 return new(AttentionPattern.Dense, 0, 0, 0, 0, layers, trainedCtx, context, null);
         }

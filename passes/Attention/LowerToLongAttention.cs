@@ -103,6 +103,7 @@ public sealed partial class LowerToLongAttention : IPass
             ["pattern"] = La.Is(b.Match.Anchor) ? b.Match.Anchor.StringAttr("pattern", "dense") : null,
             ["kept"] = La.Is(b.Match.Anchor) ? null : kept.GetValueOrDefault(b.Layer) ?? (s.Applies(b.Layer) ? null : "not selected (layers=)"),
         }).ToList();
+        if (s.Sparse is { } sp) SparsePrefillRecord.Add(attention, s, sp, ctx);
         rt["attention"] = attention;
 
         var nodes = model.Graph.Nodes;
@@ -118,7 +119,7 @@ public sealed partial class LowerToLongAttention : IPass
             rt["kv"] = new Dictionary<string, object?> { ["policy"] = "streaming", ["sink"] = s.Sink, ["window"] = s.Window, ["max_positions"] = streamingRows };
         }
         // the longest sequence: every op that reads RoPE rows by absolute position bounds it by its cos cache
-        var bounds = nodes.Where(n => n.IntAttr("do_rotary", 0) == 1 && (Gqa.Is(n) || La.Is(n) && Pattern(n) == "dense"))
+        var bounds = nodes.Where(n => n.IntAttr("do_rotary", 0) == 1 && (Gqa.Is(n) || La.Is(n) && Pattern(n) is not ("streaming" or "dca")))
             .Select(GqaToLongAttention.CosRows).Where(r => r is not null).Select(r => (long)r!.Value).ToList();
         if (allStreaming) bounds.Clear();
         else if (nodes.Any(n => La.Is(n) && Pattern(n) == "dca") && s.Context is int c) bounds.Add(c);

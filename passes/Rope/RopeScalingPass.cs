@@ -72,6 +72,7 @@ public abstract class RopeScalingPass : IPass
     public void Run(Model model, PassContext ctx)
     {
         Method.CheckOptions(ctx.Options.Keys);
+        RopeOptionRules.Check(Method, ctx.Options);
         var search = RopeLocator.Find(model);
         if (search.Sites.Count == 0)
             throw new CompileException($"{model.DisplayName}: no rotary embedding found for --rope {Name}: checked " +

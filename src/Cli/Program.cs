@@ -14,7 +14,19 @@ public static class Program
     {
         try
         {
-            return BuildRoot().Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            var parsed = BuildRoot().Parse(args);
+            if (parsed.Errors.Count > 0 && args.Length > 0)
+            {
+                // One line, not the usage text: "lcc: error: ...; see lcc COMMAND --help".
+                var cmd = parsed.CommandResult.Command;
+                string command = cmd == parsed.RootCommandResult.Command ? "lcc" : "lcc " + cmd.Name;
+                string more = parsed.Errors.Count > 1 ? $" (and {parsed.Errors.Count - 1} more)" : "";
+                // the most specific error first: one that quotes the token it is about
+                var first = parsed.Errors.FirstOrDefault(e => e.Message.Contains('\'')) ?? parsed.Errors[0];
+                Console.Error.WriteLine($"lcc: error: {Commands.Cli.OneLine(first.Message).TrimEnd('.')}{more}; see {command} --help");
+                return Commands.Cli.Failure;
+            }
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (OperationCanceledException)
         {
@@ -23,12 +35,17 @@ public static class Program
         }
         catch (Exception e)
         {
-            var inner = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerException! : e;
-            bool verbose = args.Any(a => a is "-v" or "--verbose");
-            Console.Error.WriteLine($"lcc: internal error: {inner.GetType().Name}: {Commands.Cli.OneLine(inner.Message)}" + (verbose ? "" : "; run with -v for details"));
-            if (verbose) Console.Error.WriteLine(inner.ToString());
-            return InternalError;
+            return ReportInternalError(e, args.Any(a => a is "-v" or "--verbose"), Console.Error);
         }
+    }
+
+    /// <summary>Prints an unexpected exception as one line (the stack after it only when <paramref name="verbose"/>).</summary>
+    public static int ReportInternalError(Exception e, bool verbose, TextWriter error)
+    {
+        var inner = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerException! : e;
+        error.WriteLine($"lcc: internal error: {inner.GetType().Name}: {Commands.Cli.OneLine(inner.Message)}" + (verbose ? "" : "; run with -v for details"));
+        if (verbose) error.WriteLine(inner.ToString());
+        return InternalError;
     }
 
     /// <summary>Exit code of an internal error (EX_SOFTWARE).</summary>

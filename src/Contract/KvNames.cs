@@ -11,9 +11,11 @@ public enum KvPart { Key, Value }
 
 /// <summary>
 /// How the cache is laid out: <see cref="Concat"/> = past [B, Hkv, P, D] in, present [B, Hkv, P+S, D] out;
-/// <see cref="Static"/> = a fixed [B, L, Hkv*D] buffer in, the same buffer updated at write_indices out.
+/// <see cref="Static"/> = a fixed [B, L, Hkv*D] buffer in, the same buffer updated at write_indices out;
+/// <see cref="Packed"/> = key and value stacked in one tensor past_N [2, B, H, P, D] in, present_N [2, B, H, P+S, D]
+/// out (onnxruntime.transformers GPT-2, com.microsoft.Attention): its names have no {part}, and parse as the key.
 /// </summary>
-public enum KvLayout { Concat, Static }
+public enum KvLayout { Concat, Static, Packed }
 
 /// <summary>
 /// One naming family of KV-cache graph inputs or outputs, written as a template: <c>{layer}</c> is the layer index
@@ -72,6 +74,9 @@ public static class KvNames
     /// <summary>Static cache (ONNX opset 24 Attention + TensorScatter): key_cache.N in, updated_key_cache.N out.</summary>
     public static readonly KvNameFamily StaticCache = new("{part}_cache.{layer}", KvRole.Past, KvLayout.Static, "onnx opset-24 static cache");
     public static readonly KvNameFamily StaticUpdated = new("updated_{part}_cache.{layer}", KvRole.Present, KvLayout.Static, "onnx opset-24 static cache");
+    /// <summary>Packed cache (com.microsoft.Attention): past_N [2, B, H, P, D] in, present_N out; one name per layer.</summary>
+    public static readonly KvNameFamily PackedPast = new("past_{layer}", KvRole.Past, KvLayout.Packed, "onnxruntime transformers (gpt2 past_N, packed)");
+    public static readonly KvNameFamily PackedPresent = new("present_{layer}", KvRole.Present, KvLayout.Packed, "onnxruntime transformers (gpt2 present_N, packed)");
 
     /// <summary>Every family, past then present, most common first.</summary>
     public static IReadOnlyList<KvNameFamily> Families { get; } =
@@ -83,6 +88,7 @@ public static class KvNames
         new("past_{part}.{layer}", KvRole.Past, KvLayout.Concat, "torch.onnx.export by hand"),
         new("past_{part}s.{layer}", KvRole.Past, KvLayout.Concat, "torch.onnx.export by hand (plural)"),
         StaticCache,
+        PackedPast,
         Present,
         new("present_key_values.{layer}.{part}", KvRole.Present, KvLayout.Concat, "optimum (mirrors past_key_values)"),
         new("present_{layer}_{part}", KvRole.Present, KvLayout.Concat, "older optimum (underscores)"),
@@ -90,16 +96,22 @@ public static class KvNames
         new("present_{part}.{layer}", KvRole.Present, KvLayout.Concat, "torch.onnx.export by hand"),
         new("present_{part}s.{layer}", KvRole.Present, KvLayout.Concat, "torch.onnx.export by hand (plural)"),
         StaticUpdated,
+        PackedPresent,
     ];
 
-    /// <summary>The family, layer and part of a KV-cache tensor name; null when no family claims it.</summary>
+    /// <summary>Largest layer index a KV name may carry (no model has 65536 layers; a larger index in a hostile name would
+    /// size per-layer tables by it). Such a name is not a KV name: the runtime reports it as an input it cannot map.</summary>
+    public const int MaxLayer = (1 << 16) - 1;
+
+    /// <summary>The family, layer and part of a KV-cache tensor name; null when no family claims it (or its layer index
+    /// exceeds <see cref="MaxLayer"/>).</summary>
     public static KvName? Parse(string name)
     {
         foreach (var f in Families)
         {
             var m = f.Regex.Match(name);
-            if (m.Success && int.TryParse(m.Groups["layer"].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out int layer))
-                return new KvName(f, layer, m.Groups["part"].ValueSpan.SequenceEqual("key") ? KvPart.Key : KvPart.Value);
+            if (m.Success && int.TryParse(m.Groups["layer"].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out int layer) && layer <= MaxLayer)
+                return new KvName(f, layer, !m.Groups["part"].Success || m.Groups["part"].ValueSpan.SequenceEqual("key") ? KvPart.Key : KvPart.Value);
         }
         return null;
     }

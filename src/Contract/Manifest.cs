@@ -130,7 +130,13 @@ public sealed record LongCtxManifest
                 throw new ManifestException($"{where}: not a longctx manifest (the top level is a JSON {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object); delete it or recompile with lcc compile");
             if (doc.RootElement.TryGetProperty("runtime", out var rt) && rt.ValueKind != JsonValueKind.Object)
                 throw new ManifestException($"{where}: \"runtime\" is a JSON {rt.ValueKind.ToString().ToLowerInvariant()}, not an object; fix it or recompile with lcc compile");
-            return doc.RootElement.Deserialize<LongCtxManifest>(JsonOptions) ?? new LongCtxManifest();
+            LongCtxManifest m;
+            try { m = doc.RootElement.Deserialize<LongCtxManifest>(JsonOptions) ?? new LongCtxManifest(); }
+            catch (JsonException e) when (e.Path is { Length: > 1 } path)
+            {
+                throw new ManifestException($"{where}: field {path.TrimStart('$', '.')} has the wrong type ({FirstLine(e.Message).Split(" Path:")[0]}); fix it or recompile with lcc compile", e);
+            }
+            return ManifestChecks.Checked(m, where);
         }
         catch (JsonException e)
         {
@@ -145,7 +151,7 @@ public sealed record LongCtxManifest
     public static LongCtxManifest? TryReadFolder(string folder)
     {
         var p = System.IO.Path.Combine(folder, LongCtxFiles.Manifest);
-        return File.Exists(p) ? Read(p) : null;
+        return File.Exists(p) ? Parse(SafeFile.ReadText(p, LongCtxFiles.SmallTextCap, folder), p) : null;
     }
 
     private static string FirstLine(string s) => s.Split('\n')[0].TrimEnd('\r', '.');

@@ -11,6 +11,8 @@ public enum KvCacheKind
     Concat,
     /// <summary>A fixed-size cache key_cache.N [B, L, Hkv*D] updated in place at write_indices (opset-24 TensorScatter).</summary>
     Static,
+    /// <summary>past_N [2, B, H, P, D] (key and value stacked) in, present_N [2, B, H, P+S, D] out (com.microsoft.Attention).</summary>
+    Packed,
 }
 
 /// <summary>One layer's cache tensors: graph input names (past) and the outputs that replace them (present).</summary>
@@ -20,7 +22,7 @@ public sealed record KvLayer(int Index, string PastKey, string PastValue, string
 /// The decoder I/O contract discovered from session metadata: token ids (int64 or int32),
 /// optional attention_mask and position_ids, per-layer KV inputs/outputs, logits.
 /// </summary>
-public sealed record DecoderContract(
+public sealed partial record DecoderContract(
     string InputIds, TensorElementType InputIdsType,
     string? AttentionMask, TensorElementType AttentionMaskType,
     string? PositionIds, TensorElementType PositionIdsType,
@@ -37,6 +39,7 @@ public sealed record DecoderContract(
         string? ids = null, mask = null, pos = null, writeIdx = null, nonpad = null;
         var past = new Dictionary<(int, bool), string>();
         var stat = new Dictionary<(int, bool), string>();
+        var packed = new Dictionary<int, string>();
         foreach (var name in inputs.Keys)
         {
             if (name == IoNames.InputIds) ids = name;
@@ -45,6 +48,7 @@ public sealed record DecoderContract(
             else if (name == IoNames.WriteIndices) writeIdx = name;
             else if (name == IoNames.NonPadKvSeqLen) nonpad = name;
             else if (name.StartsWith(KvEvictPolicy.IoPrefix, StringComparison.Ordinal)) { } // fed by the evicting KV cache (pass kv-evict)
+            else if (KvNames.Parse(name, KvRole.Past) is { Layout: KvLayout.Packed } pk) packed[pk.Layer] = name;
             else if (KvNames.Parse(name, KvRole.Past) is { } kv) (kv.Layout == KvLayout.Static ? stat : past)[(kv.Layer, kv.Part == KvPart.Key)] = name;
             else
                 throw new RuntimeException($"{model}: cannot map model input '{name}' to the decoder contract (expected {IoNames.InputIds}, {IoNames.AttentionMask}, {IoNames.PositionIds}, or a KV cache input named like {KvNames.Describe(KvRole.Past)}; a static key_cache.N also needs {IoNames.WriteIndices})");
@@ -62,6 +66,8 @@ public sealed record DecoderContract(
         if (logitsMeta.ElementDataType is not (TensorElementType.Float or TensorElementType.Float16))
             throw new RuntimeException($"{model}: logits element type {logitsMeta.ElementDataType} is not float32/float16");
 
+        if (packed.Count > 0)
+            return DiscoverPacked(model, inputs, outputs, ids, idsType, mask, pos, packed, past.Count + stat.Count > 0 ? past.Values.Concat(stat.Values).First() : null, logitsName, logitsMeta, vocab);
         if (stat.Count > 0)
             return DiscoverStatic(model, inputs, outputs, ids, idsType, pos, writeIdx, nonpad, stat, past, logitsName, logitsMeta, vocab);
 

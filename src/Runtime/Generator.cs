@@ -162,6 +162,7 @@ public sealed class Generator : IDisposable
     private IEnumerable<int> Steps(IReadOnlyList<int> prompt, GenerationOptions o, CancellationToken ct, IProgress<int>? progress)
     {
         LastFinishReason = FinishReason.None;
+        o = o.Validated();
         if (_model.MaxContext is { } max && Length + prompt.Count > max)
             throw new ArgumentException($"{_model.Name}: prompt has {prompt.Count} tokens (+{Length} cached) but the model allows at most {max}");
         var logits = Prefill(prompt, o.Chunk, progress, ct);

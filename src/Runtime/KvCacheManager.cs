@@ -55,7 +55,7 @@ public abstract class KvCacheManager : IDisposable
     }
 
     /// <summary>Graph outputs that carry the updated cache, in the order <see cref="Accept"/> receives them.</summary>
-    public virtual IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).ToArray();
+    public virtual IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).Distinct().ToArray(); // a packed layer has one
     private string[]? _outputs;
 
     /// <summary>Appends the cache inputs for a step that feeds <paramref name="newTokens"/> tokens; values in <paramref name="owned"/> are disposed by the caller after the run.</summary>
@@ -77,6 +77,7 @@ public abstract class KvCacheManager : IDisposable
     {
         KvCacheKind.Concat => new ConcatKvCache(contract),
         KvCacheKind.Static => new StaticKvCache(contract),
+        KvCacheKind.Packed => new PackedKvCache(contract),
         _ => throw new NotSupportedException(contract.CacheKind.ToString()),
     };
 

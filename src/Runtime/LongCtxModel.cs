@@ -215,11 +215,22 @@ public sealed class LongCtxModel : IDisposable
         catch (UnsafeFileException e) { throw new RuntimeException(e.Message, e); }
     }
 
+    /// <summary>
+    /// Where liblongctx_ops.so is when no path is given: next to LongCtx.Runtime.dll or the app (a project reference, lcc,
+    /// a self-contained publish), in the host's native search directories (an app that references the LongCtx.Runtime
+    /// package: the .NET host resolves its runtimes/RID/native assets there), or under runtimes/RID/native beside them
+    /// (a RID-less build of such an app). The first that exists; else the path next to the assembly (for the error).
+    /// </summary>
     public static string DefaultCustomOpsLibrary()
     {
         var asmDir = Path.GetDirectoryName(typeof(LongCtxModel).Assembly.Location);
-        var candidate = string.IsNullOrEmpty(asmDir) ? null : Path.Combine(asmDir, SessionFactory.CustomOpLibraryName);
-        return candidate is not null && File.Exists(candidate) ? candidate : Path.Combine(AppContext.BaseDirectory, SessionFactory.CustomOpLibraryName);
+        string rid = "linux-" + System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
+        var roots = new[] { asmDir, AppContext.BaseDirectory }.Where(d => !string.IsNullOrEmpty(d)).Cast<string>().ToList();
+        var dirs = roots
+            .Concat((AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+            .Concat(roots.Select(r => Path.Combine(r, "runtimes", rid, "native")));
+        var found = dirs.Select(d => Path.Combine(d, SessionFactory.CustomOpLibraryName)).FirstOrDefault(File.Exists);
+        return found ?? Path.Combine(roots.FirstOrDefault() ?? ".", SessionFactory.CustomOpLibraryName);
     }
 
     /// <summary>
@@ -252,6 +263,7 @@ public sealed class LongCtxModel : IDisposable
     {
         SharedBufferLength = options.MaxContext ?? Math.Min(DefaultSharedBufferLength, MaxContext ?? DefaultSharedBufferLength);
         SharedBufferGrows = options.MaxContext is null;
+        if (options.KvCache != KvCacheMode.Concat && options.MaxContext is { } explicitLength) KvBufferBudget.Check(Name, Contract, explicitLength);
         if (options.KvCache != KvCacheMode.Concat) return true;
         KvCache = KvCacheMode.Concat;
         return false;

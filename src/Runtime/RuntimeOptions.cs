@@ -54,6 +54,12 @@ public sealed record RuntimeOptions
     public Action<string>? Log { get; init; }
 
     /// <summary>
+    /// Also log which providers <see cref="ExecutionProviderKind.Auto"/> tried and skipped (TensorRT/CUDA missing on a
+    /// machine without a GPU is the normal case, so by default auto says nothing about it; lcc's -v sets this).
+    /// </summary>
+    public bool Verbose { get; init; }
+
+    /// <summary>
     /// Attaches an execution provider to session options (null: ONNX Runtime's own AppendExecutionProvider_*). A setup
     /// that finds its provider missing throws <see cref="ExecutionProviderUnavailableException"/> (ORT's own throw an
     /// OnnxRuntimeException); either way Auto falls back to the next provider. Lets tests fail a provider on any machine.

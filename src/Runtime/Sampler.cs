@@ -24,13 +24,13 @@ public static class Sampler
 
     public static int Sample(float[] logits, GenerationOptions o, Random rng)
     {
-        if (o.Temperature <= 0) return ArgMax(logits);
+        if (!(o.Temperature >= GenerationChecks.MinTemperature)) return ArgMax(logits); // 0, tiny or NaN: greedy (see GenerationChecks)
         int v = logits.Length;
         int k = o.TopK > 0 ? Math.Min(o.TopK, v) : v;
         var order = new Descending(logits, k < v ? TopK(logits, k) : Enumerable.Range(0, v).ToArray());
-        float t = o.Temperature;
-        double max = logits[order.Top] / t;
-        double P(int id) => Math.Exp(logits[id] / t - max);
+        double t = o.Temperature, top = logits[order.Top];
+        // (l - l_max) / T in double: no float overflow for a small T, and the best token always has p = 1
+        double P(int id) => Math.Exp((logits[id] - top) / t);
         double sum = 0;
         foreach (int id in order.Items) sum += P(id);
 

@@ -42,7 +42,7 @@ internal static class SessionFactory
                 if (why.Contains("Failed to load shared library")) why += ": its CUDA libraries or device are missing";
                 if (options.ExecutionProvider != ExecutionProviderKind.Auto)
                     throw new RuntimeException($"{modelName}: execution provider {Name(ep)} is not available ({why}); use --ep cpu or --ep auto");
-                log($"ep: {Name(ep)} unavailable ({why}); falling back to {Name(order[i + 1])}");
+                if (options.Verbose) log($"ep: {Name(ep)} unavailable ({why}); falling back to {Name(order[i + 1])}");
             }
             catch (Exception e) when (e is OnnxRuntimeException or ExecutionProviderUnavailableException)
             {

@@ -98,7 +98,11 @@ public sealed class SharedBufferKvCache : KvCacheManager
         // not zeroed: the kernels read only rows [0, seqlens_k] (written before they are read), so a large buffer stays
         // untouched, fresh pages until tokens arrive: its capacity costs neither memset time nor resident memory
         long[] shape = [1, Contract.KvHeads, capacity, Contract.HeadDim];
-        return OrtValue.CreateAllocatedTensorValue(_allocator ?? OrtAllocator.DefaultInstance, Contract.KvType, shape);
+        try { return OrtValue.CreateAllocatedTensorValue(_allocator ?? OrtAllocator.DefaultInstance, Contract.KvType, shape); }
+        catch (OnnxRuntimeException e)
+        {
+            throw new RuntimeException($"{_model}: cannot allocate a shared KV buffer of {capacity} tokens [{string.Join(",", shape)}] ({e.Message.Split('\n')[0]}); lower --max-context or use --kv-cache concat", e);
+        }
     }
 
     /// <summary>Host buffers only: new [1, H, cap, D] buffers with each head's first Length rows copied over.</summary>

@@ -50,7 +50,18 @@ public static class Tokenizers
         try { doc = JsonDocument.Parse(LongCtx.Contract.LongCtxFiles.ReadText(path, TokenizerCap)); }
         catch (JsonException e) { throw new RuntimeException($"{path}: not valid JSON ({e.Message})", e); }
         using var _ = doc;
-        var root = doc.RootElement;
+        // A malformed file (a field of the wrong JSON type, a non-integer id, a duplicate token, a bad regex) fails deep
+        // inside System.Text.Json or Microsoft.ML.Tokenizers: one line naming the file instead.
+        try { return Build(path, doc.RootElement); }
+        catch (Exception e) when (e is not RuntimeException && e is InvalidOperationException or KeyNotFoundException or FormatException or ArgumentException or OverflowException or IndexOutOfRangeException)
+        {
+            throw new RuntimeException($"{path}: malformed tokenizer.json ({e.Message.Split('\n')[0].TrimEnd('.')}); fix the file or use token ids (--prompt-ids)", e);
+        }
+    }
+
+    private static ITokenizer Build(string path, JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object) throw new RuntimeException($"{path}: the top level is not a JSON object; not a Hugging Face tokenizer.json");
         if (!root.TryGetProperty("model", out var model) || !model.TryGetProperty("type", out var typeEl))
             throw new RuntimeException($"{path}: no model.type; not a Hugging Face tokenizer.json");
         string type = typeEl.GetString() ?? "";

@@ -26,4 +26,5 @@ public sealed class CanonicalFormSnapshotTests
     [Test] public void FormB_GenaiRotaryMultiHeadAttention() => Snapshot.Match(DiffAfterCompile("mha", Small with { KvHeads = 4 }));
     [Test] public void FormC_GqaWithSeparateRotary() => Snapshot.Match(DiffAfterCompile("gqa-separate-rope", Small));
     [Test] public void FormD_Opset24AttentionConcatCache() => Snapshot.Match(DiffAfterCompile("opset24", Small));
+    [Test] public void FormE_OrtTransformersGpt2PackedPast() => Snapshot.Match(DiffAfterCompile("ort-gpt2", Small with { KvHeads = 4 }));
 }

@@ -70,7 +70,7 @@ public class AttentionKernelBench
             $"{layer,-12} {phase,-8} {len,6} {(gqa is null ? "n/a" : gqa.Value.ToString("F2")),10} {(la0 is null ? "" : la0.Value.ToString("F2")),10} {la,10:F2} {(gqa is null ? "-" : (gqa.Value / la).ToString("F2") + "x"),15} {(gflops is null ? "-" : gflops.Value.ToString("F1")),11} {(gflops is null ? "-" : (100 * gflops.Value / sgemm).ToString("F0") + "%"),8}");
 
     /// <summary>A session with its inputs, run by <see cref="Interleaved"/>; disposes both.</summary>
-    private sealed class Contestant(InferenceSession session, List<IDisposable> owned, Action run) : IDisposable
+    internal sealed class Contestant(InferenceSession session, List<IDisposable> owned, Action run) : IDisposable
     {
         public void Run() => run();
         public void Dispose()
@@ -81,7 +81,7 @@ public class AttentionKernelBench
     }
 
     /// <summary>Median ms per contestant: one warm-up each, then reps rounds of one timed run each, in turn.</summary>
-    private static double[] Interleaved(int reps, List<Contestant> contestants)
+    internal static double[] Interleaved(int reps, List<Contestant> contestants)
     {
         try
         {

@@ -82,6 +82,18 @@ public sealed class BadInputTests
         Assert.That(model.Opsets.ContainsKey("longctx"), Is.False);
     }
 
+    /// <summary>Without -v, auto on a machine without GPU providers says nothing about TensorRT or CUDA.</summary>
+    [Test]
+    public void Auto_WithoutVerbose_SaysNothingAboutMissingGpuProviders()
+    {
+        var log = new List<string>();
+        var tried = new List<ExecutionProviderKind>();
+        using var m = LongCtxModel.Load(RuntimeFixtures.Require(RuntimeFixtures.RecallModel), WithoutGpus(log, tried, verbose: false));
+        Assert.That(m.Provider, Is.EqualTo(ExecutionProviderKind.Cpu));
+        Assert.That(tried, Has.Count.EqualTo(3), "still tries TensorRT and CUDA first");
+        Assert.That(log, Has.None.Contain("TensorRT").And.None.Contain("CUDA"));
+    }
+
     [TestCase(ExecutionProviderKind.Cuda, "CUDA")]
     [TestCase(ExecutionProviderKind.TensorRT, "TensorRT")]
     public void ForcedGpuProvider_FailsClearly_WhenUnavailable(ExecutionProviderKind ep, string name)
@@ -98,9 +110,10 @@ public sealed class BadInputTests
     }
 
     /// <summary>A provider setup whose GPU providers are missing on any machine (like a host without CUDA libraries).</summary>
-    private static RuntimeOptions WithoutGpus(List<string> log, List<ExecutionProviderKind> tried) => RuntimeFixtures.Cpu(log) with
+    private static RuntimeOptions WithoutGpus(List<string> log, List<ExecutionProviderKind> tried, bool verbose = true) => RuntimeFixtures.Cpu(log) with
     {
         ExecutionProvider = ExecutionProviderKind.Auto,
+        Verbose = verbose,
         ProviderSetup = (_, ep, device) =>
         {
             lock (tried) tried.Add(ep);

@@ -56,6 +56,24 @@ std::unique_ptr<Pattern> MakeDense();
 std::unique_ptr<Pattern> MakeStreaming(int64_t sink, int64_t window, std::string* err);
 std::unique_ptr<Pattern> MakeDca(int64_t chunk_size, int64_t local_size, int64_t trained_context, int64_t total,
                                  std::string* err);
+// trishape for a call whose query rows are cache indices [total - S, total).
+std::unique_ptr<Pattern> MakeTrishape(int64_t sink, int64_t window, int64_t last, int64_t total, std::string* err);
+
+// ---------------------------------------------------------------- sparse index (vslash, xattn)
+
+constexpr int64_t kSparseBlock = 64;  // query rows per index block (rows i / 64 of the call)
+
+// The keys one query block attends: contiguous ranges walked tile by tile, then gathered columns.
+// Both are also limited by causality (k <= q) in the tile loop.
+struct KeySet {
+  std::vector<int64_t> ranges;  // [k0, k1) pairs, ascending, disjoint
+  std::vector<int64_t> cols;    // ascending, outside every range
+};
+
+// One (batch, kv head): a key set per query block, built by la_sparse_vslash.cc / la_sparse_xattn.cc.
+struct SparseIndex {
+  std::vector<KeySet> blocks;
+};
 
 // ---------------------------------------------------------------- scratch accounting
 
@@ -132,6 +150,7 @@ struct BatchInfo {
   int64_t total = 0;  // valid rows after it
   float scale = 1.f;  // softmax scale incl. the pattern's factor
   const Pattern* pattern = nullptr;
+  const SparseIndex* sparse = nullptr;  // [kv head] when the call runs vslash / xattn; else nullptr
 };
 
 // One unit of work: all G query heads of kv head `kvh`, query rows [i0, i1) of batch b, keys
@@ -176,6 +195,9 @@ static inline ChunkLayout MakeChunkLayout(int64_t M, int64_t D) {
 struct Table {
   // The tile loop over the items of one chunk, with MakeChunkLayout(plan.max_rows, plan.D) floats of scratch.
   void (*chunk)(const Plan& plan, int64_t chunk, float* scratch);
+  // s[r * kBlockK + j] = q_r . k_j for r < M, j < bk <= kBlockK (rows of length D, D a multiple of 8), through the
+  // packed micro-kernel; kt: D * kBlockK floats of scratch.
+  void (*qk)(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s, float* kt);
 };
 extern const Table kScalar, kAvx2, kAvx512;
 

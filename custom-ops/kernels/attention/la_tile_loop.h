@@ -132,6 +132,19 @@ struct TileLoop {
     }
   }
 
+  // Many rows (the sparse estimators): S = Q K^T through the packed, register-blocked path of the tile loop;
+  // kt is D x kBlockK floats of scratch.
+  static void QkPacked(const float* q, int64_t M, int64_t D, const float* k, int64_t bk, float* s, float* kt) {
+    const int ncb = static_cast<int>((bk + CB - 1) / CB);
+    VT::PackTransposed(k, D, bk, D, kt, BK);
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = bk; j < ncb * CB; ++j) kt[d * BK + j] = 0.f;
+    for (int64_t r0 = 0; r0 < M; r0 += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+      QkRows<MR>(rows, q + r0 * D, D, kt, s + r0 * BK, ncb);
+    }
+  }
+
   // O[r][d0 .. d0+N*W) += sum_j P[r][j] V[j][d0 ..]
   template <int R, int N>
   static void PvBlock(const float* p, const float* v, int64_t ldv, int64_t bk, float* o, int64_t D, int64_t d0) {
@@ -200,6 +213,134 @@ struct TileLoop {
     }
   }
 
+  // ------------------------------------------------------------ one tile
+
+  // What every tile of one work item shares.
+  template <typename T>
+  struct TileCtx {
+    const Plan& plan;
+    const Bufs& bf;
+    const Pattern& pat;
+    int64_t M, nrows, q0;
+    const T* kbase;
+    const T* vbase;
+    bool rotate_keys, direct;
+  };
+
+  // One tile of bk keys: keys [kt, kt + bk) of the cache, or, when `cols` is set, the bk gathered keys
+  // cols[0 .. bk) (rows copied into the K/V row buffers; causal mask per column).
+  template <typename T>
+  static void Tile(const TileCtx<T>& tc, const float* qv, TileKind kind, int64_t kt, int64_t bk, const int64_t* cols) {
+    const Plan& plan = tc.plan;
+    const longctx_la_params& p = *plan.p;
+    const Bufs& bf = tc.bf;
+    const Pattern& pat = tc.pat;
+    const int64_t D = plan.D, M = tc.M, nrows = tc.nrows, q0 = tc.q0, half = plan.R / 2;
+    const bool rotate_keys = tc.rotate_keys, direct = tc.direct, inter = p.rotary_interleaved != 0;
+    const T* kbase = tc.kbase;
+    const T* vbase = tc.vbase;
+    const int ncb = static_cast<int>((bk + CB - 1) / CB);
+    const int64_t cols_padded = ncb * CB;
+
+    // K tile -> (rotated / converted rows) -> Kt [D][BK]
+    const float* ksrc;
+    if (cols != nullptr) {
+      for (int64_t j = 0; j < bk; ++j) {
+        LoadRow(kbase + cols[j] * D, bf.kr + j * D, D);
+        LoadRow(vbase + cols[j] * D, bf.vs + j * D, D);
+      }
+      ksrc = bf.kr;
+    } else if (std::is_same_v<T, float> && !rotate_keys) {
+      ksrc = reinterpret_cast<const float*>(kbase + kt * D);
+    } else {
+      for (int64_t j = 0; j < bk; ++j) {
+        float* kr = bf.kr + j * D;
+        LoadRow(kbase + (kt + j) * D, kr, D);
+        if (rotate_keys) {
+          const float *c, *s;
+          CosSin<T>(p, half, pat.key_position(kt + j), bf, &c, &s);
+          RotateRow(kr, plan.R, c, s, inter);
+        }
+      }
+      ksrc = bf.kr;
+    }
+    if (!direct) {
+      VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = bk; j < cols_padded; ++j) bf.kt[d * BK + j] = 0.f;
+    }
+
+    // V tile
+    const float* vp;
+    if (cols != nullptr) {
+      vp = bf.vs;
+    } else if constexpr (std::is_same_v<T, float>) {
+      vp = vbase + kt * D;
+    } else {
+      VT::HalfToFloatN(vbase + kt * D, bf.vs, bk * D);
+      vp = bf.vs;
+    }
+
+    // S = Q Kt
+    if (direct) {
+      QkDirect(qv, M, D, ksrc, bk, bf.s);
+    } else {
+      // Column block outer: its D x CB slice of Kt stays in L1 for all row blocks (the whole Kt,
+      // D x kBlockK, is as large as L1 at D = 128).
+      for (int64_t r0 = 0; r0 < M; r0 += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+        QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
+      }
+    }
+
+    // mask + online softmax
+    for (int64_t row = 0; row < M; ++row) {
+      float* s = bf.s + row * BK;
+      if (cols != nullptr) {
+        for (int64_t j = 0; j < bk; ++j)
+          if (cols[j] > q0 + row % nrows) s[j] = -INFINITY;
+      } else if (kind == TileKind::Partial) {
+        pat.mask_row(q0 + row % nrows, kt, bk, s);
+      }
+      for (int64_t j = bk; j < cols_padded; ++j) s[j] = -INFINITY;
+      V vmax = VT::set1(-INFINITY);
+      for (int64_t j = 0; j < cols_padded; j += W) vmax = VT::max(vmax, VT::load(s + j));
+      const float tile_max = VT::hmax(vmax);
+      if (tile_max == -INFINITY) {
+        for (int64_t j = 0; j < cols_padded; ++j) s[j] = 0.f;
+        continue;
+      }
+      const float m_old = bf.m[row];
+      const float m_new = std::max(m_old, tile_max);
+      const V vm = VT::set1(m_new);
+      V vsum = VT::zero();
+      for (int64_t j = 0; j < cols_padded; j += W) {
+        const V e = VT::exp(VT::sub(VT::load(s + j), vm));
+        VT::store(s + j, e);
+        vsum = VT::add(vsum, e);
+      }
+      const float alpha = m_old == -INFINITY ? 0.f : std::exp(m_old - m_new);
+      bf.l[row] = bf.l[row] * alpha + VT::hsum(vsum);
+      bf.m[row] = m_new;
+      if (alpha != 1.f) {
+        float* o = bf.o + row * D;
+        const V va = VT::set1(alpha);
+        for (int64_t d = 0; d < D; d += W) VT::store(o + d, VT::mul(VT::load(o + d), va));
+      }
+    }
+
+    // O += P V
+    // Column block outer: its bk x CB slice of V stays in L1 for all row blocks.
+    for (int64_t d0 = 0; d0 < D;) {
+      const bool full = d0 + CB <= D;
+      for (int64_t r0 = 0; r0 < M; r0 += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
+        PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D, d0, full);
+      }
+      d0 += full ? CB : W;
+    }
+  }
+
   // ------------------------------------------------------------ one work item
 
   template <typename T>
@@ -243,102 +384,35 @@ struct TileLoop {
     const bool rotate_keys = rotary && !pat.keys_prerotated();
     const bool direct = M <= kDirectRows;
 
-    Span spans[3];
-    const int ns = pat.spans(q0, q1, spans);
-    for (int si = 0; si < ns; ++si) {
-      const int64_t k_begin = std::max(spans[si].k0, it.ks);
-      const int64_t k_end = std::min({spans[si].k1, it.ke, bi.total});
-      const float* qv = bf.q + spans[si].variant * M * D;
-      for (int64_t kt = k_begin; kt < k_end; kt += BK) {
-        const int64_t ke = std::min(kt + BK, k_end), bk = ke - kt;
-        const TileKind kind = pat.classify(q0, q1, kt, ke);
-        if (kind == TileKind::Empty) continue;
-        const int ncb = static_cast<int>((bk + CB - 1) / CB);
-        const int64_t cols = ncb * CB;
-
-        // K tile -> (rotated / converted rows) -> Kt [D][BK]
-        const float* ksrc;
-        if (std::is_same_v<T, float> && !rotate_keys) {
-          ksrc = reinterpret_cast<const float*>(kbase + kt * D);
-        } else {
-          for (int64_t j = 0; j < bk; ++j) {
-            float* kr = bf.kr + j * D;
-            LoadRow(kbase + (kt + j) * D, kr, D);
-            if (rotate_keys) {
-              const float *c, *s;
-              CosSin<T>(p, half, pat.key_position(kt + j), bf, &c, &s);
-              RotateRow(kr, plan.R, c, s, inter);
-            }
-          }
-          ksrc = bf.kr;
+    const TileCtx<T> tc{plan, bf, pat, M, nrows, q0, kbase, vbase, rotate_keys, direct};
+    if (bi.sparse != nullptr) {
+      // vslash / xattn: the block's key ranges tile by tile (causal mask on the diagonal), then its
+      // gathered columns kBlockK at a time. Rows of one item never cross a kSparseBlock block.
+      const KeySet& set = bi.sparse[it.kvh].blocks[static_cast<size_t>(it.i0 / kSparseBlock)];
+      const float* qv = bf.q;
+      for (size_t r = 0; r + 1 < set.ranges.size(); r += 2) {
+        const int64_t k_begin = std::max(set.ranges[r], it.ks);
+        const int64_t k_end = std::min({set.ranges[r + 1], it.ke, bi.total, q1});
+        for (int64_t kt = k_begin; kt < k_end; kt += BK) {
+          const int64_t ke = std::min(kt + BK, k_end);
+          const TileKind kind = pat.classify(q0, q1, kt, ke);
+          if (kind != TileKind::Empty) Tile<T>(tc, qv, kind, kt, ke - kt, nullptr);
         }
-        if (!direct) {
-          VT::PackTransposed(ksrc, D, bk, D, bf.kt, BK);
-          for (int64_t d = 0; d < D; ++d)
-            for (int64_t j = bk; j < cols; ++j) bf.kt[d * BK + j] = 0.f;
-        }
-
-        // V tile
-        const float* vp;
-        if constexpr (std::is_same_v<T, float>) {
-          vp = vbase + kt * D;
-        } else {
-          VT::HalfToFloatN(vbase + kt * D, bf.vs, bk * D);
-          vp = bf.vs;
-        }
-
-        // S = Q Kt
-        if (direct) {
-          QkDirect(qv, M, D, ksrc, bk, bf.s);
-        } else {
-          // Column block outer: its D x CB slice of Kt stays in L1 for all row blocks (the whole Kt,
-          // D x kBlockK, is as large as L1 at D = 128).
-          for (int64_t r0 = 0; r0 < M; r0 += MR) {
-            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-            QkRows<MR>(rows, qv + r0 * D, D, bf.kt, bf.s + r0 * BK, ncb);
-          }
-        }
-
-        // mask + online softmax
-        for (int64_t row = 0; row < M; ++row) {
-          float* s = bf.s + row * BK;
-          if (kind == TileKind::Partial) pat.mask_row(q0 + row % nrows, kt, bk, s);
-          for (int64_t j = bk; j < cols; ++j) s[j] = -INFINITY;
-          V vmax = VT::set1(-INFINITY);
-          for (int64_t j = 0; j < cols; j += W) vmax = VT::max(vmax, VT::load(s + j));
-          const float tile_max = VT::hmax(vmax);
-          if (tile_max == -INFINITY) {
-            for (int64_t j = 0; j < cols; ++j) s[j] = 0.f;
-            continue;
-          }
-          const float m_old = bf.m[row];
-          const float m_new = std::max(m_old, tile_max);
-          const V vm = VT::set1(m_new);
-          V vsum = VT::zero();
-          for (int64_t j = 0; j < cols; j += W) {
-            const V e = VT::exp(VT::sub(VT::load(s + j), vm));
-            VT::store(s + j, e);
-            vsum = VT::add(vsum, e);
-          }
-          const float alpha = m_old == -INFINITY ? 0.f : std::exp(m_old - m_new);
-          bf.l[row] = bf.l[row] * alpha + VT::hsum(vsum);
-          bf.m[row] = m_new;
-          if (alpha != 1.f) {
-            float* o = bf.o + row * D;
-            const V va = VT::set1(alpha);
-            for (int64_t d = 0; d < D; d += W) VT::store(o + d, VT::mul(VT::load(o + d), va));
-          }
-        }
-
-        // O += P V
-        // Column block outer: its bk x CB slice of V stays in L1 for all row blocks.
-        for (int64_t d0 = 0; d0 < D;) {
-          const bool full = d0 + CB <= D;
-          for (int64_t r0 = 0; r0 < M; r0 += MR) {
-            const int rows = static_cast<int>(std::min<int64_t>(MR, M - r0));
-            PvRows<MR>(rows, bf.s + r0 * BK, vp, D, bk, bf.o + r0 * D, D, d0, full);
-          }
-          d0 += full ? CB : W;
+      }
+      const int64_t* cb = std::lower_bound(set.cols.data(), set.cols.data() + set.cols.size(), it.ks);
+      const int64_t* ce = std::lower_bound(cb, set.cols.data() + set.cols.size(), std::min({it.ke, bi.total, q1}));
+      for (const int64_t* c = cb; c < ce; c += BK) Tile<T>(tc, qv, TileKind::Partial, 0, std::min<int64_t>(BK, ce - c), c);
+    } else {
+      Span spans[3];
+      const int ns = pat.spans(q0, q1, spans);
+      for (int si = 0; si < ns; ++si) {
+        const int64_t k_begin = std::max(spans[si].k0, it.ks);
+        const int64_t k_end = std::min({spans[si].k1, it.ke, bi.total});
+        const float* qv = bf.q + spans[si].variant * M * D;
+        for (int64_t kt = k_begin; kt < k_end; kt += BK) {
+          const int64_t ke = std::min(kt + BK, k_end);
+          const TileKind kind = pat.classify(q0, q1, kt, ke);
+          if (kind != TileKind::Empty) Tile<T>(tc, qv, kind, kt, ke - kt, nullptr);
         }
       }
     }

@@ -3,6 +3,7 @@
 // (decode: one query row, the cache split across threads; merge m = max m_s,
 // l = sum l_s e^(m_s - m), O = sum O_s e^(m_s - m) / l). See longctx/long_attention.h for the contract.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "la_internal.h"
+#include "la_sparse.h"
 #include "la_tile_loop.h"
 #include "cpu/dispatch.h"
 
@@ -177,7 +179,33 @@ std::string Validate(const longctx_la_params& p) {
     if (p.rotary_dim < 2 || p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim)
       return "rotary dim (2 * cos_cache.shape[1]) = " + Str(p.rotary_dim) + " must be even and <= head_dim " + Str(p.head_dim);
   }
+  if (p.pattern == LONGCTX_LA_TRISHAPE || p.pattern == LONGCTX_LA_VSLASH || p.pattern == LONGCTX_LA_XATTN ||
+      p.pattern == LONGCTX_LA_BLOCK) {
+    const longctx_la_sparse& sp = p.sparse;
+    if (sp.min_len < 0) return "sparse min_len must be >= 0, got " + Str(sp.min_len);
+    if (p.pattern == LONGCTX_LA_VSLASH && (sp.vertical < 0 || sp.slash < 0))
+      return "vslash needs vertical >= 0 and slash >= 0 (got vertical=" + Str(sp.vertical) + ", slash=" + Str(sp.slash) + ")";
+    if (p.pattern == LONGCTX_LA_XATTN && !(sp.threshold > 0.f && sp.threshold <= 1.f))
+      return "xattn threshold must be in (0, 1], got " + std::to_string(sp.threshold);
+    if (p.pattern == LONGCTX_LA_XATTN && (sp.stride < 1 || kSparseBlock % sp.stride != 0))
+      return "xattn stride must divide 64 (e.g. 8 or 16), got " + Str(sp.stride);
+    if (p.pattern == LONGCTX_LA_BLOCK && (sp.local_blocks < 1 || sp.vert_stride < 1))
+      return "block needs local_blocks >= 1 and vert_stride >= 1 (got local_blocks=" + Str(sp.local_blocks) +
+             ", vert_stride=" + Str(sp.vert_stride) + ")";
+  }
   return {};
+}
+
+// Whether a sparse pattern's budget is LARGER than a call with S rows and `total` keys (issue 10's bad
+// input: the call runs dense and the op says so once). A budget exactly the sequence runs the sparse walk.
+bool CoversAll(const longctx_la_params& p, int64_t S, int64_t total) {
+  const longctx_la_sparse& sp = p.sparse;
+  switch (p.pattern) {
+    case LONGCTX_LA_TRISHAPE: return p.sink + p.window > total || sp.last > S;
+    case LONGCTX_LA_VSLASH: return kVslashSinkCols + sp.vertical > total || kVslashLocalDiags + sp.slash > total;
+    case LONGCTX_LA_BLOCK: return kBlockK * sp.local_blocks > total;
+    default: return false;  // xattn's threshold is a share, never larger than the sequence
+  }
 }
 
 // A status and its one-line message; plain strings are argument errors (empty = OK).
@@ -189,7 +217,16 @@ struct Result {
   std::string msg;
 };
 
-Result Run(const longctx_la_params& p) {
+// Everything before the tile loop: validation, patterns, the KV append and the sparse indices.
+struct Prepared {
+  Plan plan;
+  const Table* table = nullptr;
+  std::vector<std::unique_ptr<Pattern>> patterns;
+  std::vector<std::vector<SparseIndex>> sparse;  // [b][kv head], empty for a batch that runs dense
+  longctx_la_stats stats{};
+};
+
+Result Prepare(const longctx_la_params& p, Prepared& prep) {
   if (std::string e = Validate(p); !e.empty()) return e;
   constexpr dispatch::ByIsa<Table> kTables = {&kScalar, &kAvx2, &kAvx512};
   const Table* table = nullptr;
@@ -205,8 +242,9 @@ Result Run(const longctx_la_params& p) {
     table = dispatch::Select(kTables);
     if (table == nullptr) return Result(LONGCTX_ISA_REFUSED, longctx_isa_choice_error());
   }
+  prep.table = table;
 
-  Plan plan;
+  Plan& plan = prep.plan;
   plan.p = &p;
   plan.D = p.head_dim;
   plan.G = p.num_heads / p.kv_num_heads;
@@ -216,7 +254,8 @@ Result Run(const longctx_la_params& p) {
   const bool shared = p.past_key != nullptr && p.past_key == p.present_key;
   const double base_scale = p.scale != 0.f ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
 
-  std::vector<std::unique_ptr<Pattern>> patterns;
+  std::vector<std::unique_ptr<Pattern>>& patterns = prep.patterns;
+  std::vector<char> needs_index(static_cast<size_t>(B), 0), trishape_on(static_cast<size_t>(B), 0);
   plan.batch.resize(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
@@ -234,7 +273,28 @@ Result Run(const longctx_la_params& p) {
       case LONGCTX_LA_DENSE: pat = MakeDense(); break;
       case LONGCTX_LA_STREAMING: pat = MakeStreaming(p.sink, p.window, &err); break;
       case LONGCTX_LA_DCA: pat = MakeDca(p.chunk_size, p.local_size, p.trained_context, bi.total, &err); break;
-      default: return "unknown pattern " + Str(p.pattern) + " (valid: dense, streaming, dca)";
+      case LONGCTX_LA_TRISHAPE:
+      case LONGCTX_LA_VSLASH:
+      case LONGCTX_LA_XATTN:
+      case LONGCTX_LA_BLOCK: {
+        // Length gate, then the budget: a call that would not save anything runs dense.
+        const bool gated = S < kSparseBlock || bi.total < p.sparse.min_len;
+        const bool covered = !gated && CoversAll(p, S, bi.total);
+        prep.stats.gated_heads += gated ? p.kv_num_heads : 0;
+        prep.stats.covered_heads += covered ? p.kv_num_heads : 0;
+        if (gated || covered) {
+          pat = MakeDense();
+        } else if (p.pattern == LONGCTX_LA_TRISHAPE) {
+          pat = MakeTrishape(p.sink, p.window, p.sparse.last, bi.total, &err);
+          prep.stats.sparse_heads += p.kv_num_heads;
+          trishape_on[static_cast<size_t>(b)] = 1;
+        } else {
+          pat = MakeDense();
+          needs_index[static_cast<size_t>(b)] = 1;
+        }
+        break;
+      }
+      default: return "unknown pattern " + Str(p.pattern) + " (valid: dense, streaming, dca, trishape, vslash, xattn, block)";
     }
     if (!pat) return err;
     if (p.do_rotary) {
@@ -252,6 +312,72 @@ Result Run(const longctx_la_params& p) {
     if (plan.f16) AppendKv<uint16_t>(plan, t); else AppendKv<float>(plan, t);
   });
 
+  // 1b. Sparse indices (vslash, xattn) from the appended keys: one per (batch, kv head).
+  const auto t_est = std::chrono::steady_clock::now();
+  const int64_t Hkv = p.kv_num_heads, nblocks = (S + kSparseBlock - 1) / kSparseBlock;
+  prep.sparse.resize(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    if (!needs_index[static_cast<size_t>(b)]) continue;
+    prep.sparse[static_cast<size_t>(b)].resize(static_cast<size_t>(Hkv));
+    for (SparseIndex& ix : prep.sparse[static_cast<size_t>(b)]) ix.blocks.resize(static_cast<size_t>(nblocks));
+    plan.batch[static_cast<size_t>(b)].sparse = prep.sparse[static_cast<size_t>(b)].data();
+    prep.stats.sparse_heads += Hkv;
+  }
+  const bool any_index = std::find(needs_index.begin(), needs_index.end(), 1) != needs_index.end();
+  if (!any_index) {
+    // nothing to estimate: a gated or covered call
+  } else if (p.pattern == LONGCTX_LA_VSLASH) {
+    ParallelFor(p, B * Hkv, [&](int64_t t) {
+      const int64_t b = t / Hkv, kvh = t % Hkv;
+      if (needs_index[static_cast<size_t>(b)])
+        BuildVslash(plan, *table, b, kvh, p.sparse.vertical, p.sparse.slash, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
+    });
+  } else if (p.pattern == LONGCTX_LA_BLOCK) {
+    ParallelFor(p, B * Hkv, [&](int64_t t) {
+      const int64_t b = t / Hkv, kvh = t % Hkv;
+      if (needs_index[static_cast<size_t>(b)])
+        BuildBlockLayout(plan, b, p.sparse.local_blocks, p.sparse.vert_stride, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
+    });
+  } else if (p.pattern == LONGCTX_LA_XATTN) {
+    ParallelFor(p, B * Hkv * nblocks, [&](int64_t t) {
+      const int64_t b = t / (Hkv * nblocks), kvh = t / nblocks % Hkv, blk = t % nblocks;
+      if (needs_index[static_cast<size_t>(b)])
+        BuildXattnBlock(plan, *table, b, kvh, blk, p.sparse.threshold, p.sparse.stride,
+                        &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)].blocks[static_cast<size_t>(blk)]);
+    });
+  }
+  prep.stats.estimate_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t_est).count();
+  for (int64_t b = 0; b < B; ++b) {
+    const BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
+    if (trishape_on[static_cast<size_t>(b)]) {  // the spans of one row are exact for trishape
+      for (int64_t i = 0; i < S; ++i) {
+        Span sp[3];
+        const int64_t q = bi.past + i;
+        const int n = bi.pattern->spans(q, q + 1, sp);
+        for (int si = 0; si < n; ++si) prep.stats.keys_selected += Hkv * (std::min(sp[si].k1, bi.total) - sp[si].k0);
+        prep.stats.keys_causal += Hkv * (q + 1);
+      }
+    }
+    if (bi.sparse == nullptr) continue;
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        const int64_t c0 = bi.past + blk * kSparseBlock, c1 = bi.past + std::min(S, (blk + 1) * kSparseBlock);
+        prep.stats.keys_selected += SelectedPairs(bi.sparse[kvh].blocks[static_cast<size_t>(blk)], c0, c1);
+        prep.stats.keys_causal += (c0 + 1 + c1) * (c1 - c0) / 2;
+      }
+  }
+  return Result(std::string());
+}
+
+Result Run(const longctx_la_params& p) {
+  const auto t_start = std::chrono::steady_clock::now();
+  Prepared prep;
+  if (Result r = Prepare(p, prep); r.status != LONGCTX_OK) return r;
+  Plan& plan = prep.plan;
+  const Table* table = prep.table;
+  const int64_t B = p.batch, S = p.seq_len;
+
   // 2. Work items: query tiles of about 64 rows (all G heads together), aligned for the pattern.
   const int threads = p.num_threads_hint > 0 ? p.num_threads_hint : std::max(1u, std::thread::hardware_concurrency());
   const int64_t rows_per_tile = std::max<int64_t>(1, kRowsPerItem / plan.G);
@@ -263,6 +389,7 @@ Result Run(const longctx_la_params& p) {
     for (int64_t i0 = 0; i0 < S;) {
       int64_t i1 = std::min(S, i0 + rows_per_tile);
       if (align > 0) i1 = std::min(i1, ((bi.past + i0) / align + 1) * align - bi.past);
+      if (bi.sparse != nullptr) i1 = std::min(i1, (i0 / kSparseBlock + 1) * kSparseBlock);  // one index block
       tiles.push_back(Tile{static_cast<int32_t>(b), i0, i1});
       i0 = i1;
     }
@@ -336,6 +463,37 @@ Result Run(const longctx_la_params& p) {
       }
     });
   }
+  if (p.stats != nullptr) {
+    *p.stats = prep.stats;
+    p.stats->total_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t_start).count();
+  }
+  return Result(std::string());
+}
+
+Result SparseMask(const longctx_la_params& p, uint8_t* mask) {
+  if (mask == nullptr) return "mask is NULL";
+  Prepared prep;
+  if (Result r = Prepare(p, prep); r.status != LONGCTX_OK) return r;
+  const int64_t S = p.seq_len, Hkv = p.kv_num_heads, Tp = p.present_len;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const BatchInfo& bi = prep.plan.batch[static_cast<size_t>(b)];
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+      for (int64_t i = 0; i < S; ++i) {
+        uint8_t* row = mask + ((b * Hkv + kvh) * S + i) * Tp;
+        const int64_t q = bi.past + i;
+        std::memset(row, 0, static_cast<size_t>(Tp));
+        if (bi.sparse == nullptr) {
+          for (int64_t k = 0; k <= q && k < bi.total; ++k) row[k] = bi.pattern->allowed(q, k) ? 1 : 0;
+          continue;
+        }
+        const KeySet& set = bi.sparse[kvh].blocks[static_cast<size_t>(i / kSparseBlock)];
+        for (size_t r = 0; r + 1 < set.ranges.size(); r += 2)
+          for (int64_t k = set.ranges[r]; k < set.ranges[r + 1] && k <= q; ++k) row[k] = 1;
+        for (const int64_t k : set.cols)
+          if (k <= q) row[k] = 1;
+      }
+  }
   return Result(std::string());
 }
 
@@ -368,6 +526,21 @@ longctx_status longctx_long_attention(const longctx_la_params* params, char* err
     err[n] = '\0';
   }
   return status;
+}
+
+longctx_status longctx_la_sparse_mask(const longctx_la_params* params, uint8_t* mask, char* err, size_t err_len) {
+  try {
+    const longctx::la::Result r =
+        params == nullptr ? longctx::la::Result("params is NULL") : longctx::la::SparseMask(*params, mask);
+    if (r.status != LONGCTX_OK && err != nullptr && err_len > 0) {
+      const size_t n = std::min(err_len - 1, r.msg.size());
+      std::memcpy(err, r.msg.data(), n);
+      err[n] = '\0';
+    }
+    return r.status;
+  } catch (...) {
+    return LONGCTX_INTERNAL;
+  }
 }
 
 int64_t longctx_la_scratch_peak_bytes(void) { return longctx::la::g_scratch_peak.load(); }

@@ -68,6 +68,6 @@ struct Avx2Traits {
 
 }  // namespace
 
-const Table kAvx2 = {&TileLoop<Avx2Traits>::RunChunk};
+const Table kAvx2 = {&TileLoop<Avx2Traits>::RunChunk, &TileLoop<Avx2Traits>::QkPacked};
 
 }  // namespace longctx::la

@@ -56,6 +56,6 @@ struct Avx512Traits {
 
 }  // namespace
 
-const Table kAvx512 = {&TileLoop<Avx512Traits>::RunChunk};
+const Table kAvx512 = {&TileLoop<Avx512Traits>::RunChunk, &TileLoop<Avx512Traits>::QkPacked};
 
 }  // namespace longctx::la

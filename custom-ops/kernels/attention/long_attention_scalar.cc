@@ -35,6 +35,6 @@ struct ScalarTraits {
 
 }  // namespace
 
-const Table kScalar = {&TileLoop<ScalarTraits>::RunChunk};
+const Table kScalar = {&TileLoop<ScalarTraits>::RunChunk, &TileLoop<ScalarTraits>::QkPacked};
 
 }  // namespace longctx::la

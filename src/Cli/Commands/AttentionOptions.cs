@@ -5,7 +5,8 @@ using LongCtx.Passes.Attention;
 namespace LongCtx.Cli.Commands;
 
 /// <summary>
-/// <c>lcc compile --attention dense | streaming[:sink=4,window=N] | dca[:chunk=N,local=M]</c> (each with an optional
+/// <c>lcc compile --attention dense | streaming[:sink=4,window=N] | dca[:chunk=N,local=M] | trishape[:sink,window,last,min_len]
+/// | vslash[:vertical,slash,min_len] | xattn[:threshold,stride,min_len] | block[:local,vert_stride,min_len]</c> (each with an optional
 /// <c>layers=0-3,6</c>): parses the pattern into the <c>lower-attention</c> pipeline step. Defaults are derived by the
 /// pass from the trained context and printed as a note; <c>--trained-context</c> is passed along (<c>--context</c> reaches
 /// the pass as the pipeline's target context).
@@ -14,7 +15,9 @@ internal static class AttentionOptions
 {
     public static Option<string?> Attention { get; } = new("--attention")
     {
-        Description = "lower attention to longctx.LongAttention: dense | streaming:sink=4,window=N | dca:chunk=N,local=M (optional layers=0-3,6; defaults derived from the trained context)",
+        Description = "lower attention to longctx.LongAttention: dense | streaming:sink=4,window=N | dca:chunk=N,local=M | sparse prefill "
+            + "trishape:sink=64,window=1024,last=64 | vslash:vertical=1000,slash=4096 | xattn:threshold=0.9,stride=8 | block:local=16,vert_stride=8 (sparse ones take min_len=8192, trishape and block 2048: "
+            + "shorter prompts and decode run dense) (optional layers=0-3,6; defaults derived from the trained context)",
     };
 
     public static void AddTo(Command cmd) => cmd.Add(Attention);

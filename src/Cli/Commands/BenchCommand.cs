@@ -32,6 +32,8 @@ internal static class BenchCommand
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var lens = RuntimeCliOptions.ParseLengths(pr.GetValue(lengths)!);
+            var json = OutputFiles.Check(pr.GetValue(jsonOut)?.FullName ?? "bench.json", "--json-out");
+            var png = OutputFiles.Check(pr.GetValue(plot)?.FullName ?? "bench.png", "--plot");
             int nDecode = pr.GetValue(decode), nReps = Math.Max(1, pr.GetValue(reps)), nChunk = pr.GetValue(chunk), s = pr.GetValue(seed);
             var opts = rt.Build(pr);
             using var cand = RuntimeCliOptions.Load(pr.GetValue(model)!, opts);
@@ -56,10 +58,8 @@ internal static class BenchCommand
                 Console.Error.WriteLine(Line(row));
             }
             Console.Out.Write(Table(rows, cand.Provider));
-            var json = pr.GetValue(jsonOut)?.FullName ?? "bench.json";
-            File.WriteAllText(json, JsonSerializer.Serialize(new { provider = cand.Provider.ToString(), chunk = nChunk, rows }, Cli.Json) + "\n");
-            var png = pr.GetValue(plot)?.FullName ?? "bench.png";
-            Plot(rows, png);
+            OutputFiles.Write(json, tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(new { provider = cand.Provider.ToString(), chunk = nChunk, rows }, Cli.Json) + "\n"));
+            OutputFiles.Write(png, tmp => Plot(rows, tmp));
             Console.Out.WriteLine($"wrote {json}, {png}");
             return Cli.Ok;
         })));

@@ -22,7 +22,10 @@ internal static class EvalCommand
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var file = pr.GetValue(needle)!;
+            var jsonPath = pr.GetValue(jsonOut) is { } jo ? OutputFiles.Check(jo.FullName, "--json-out") : null;
+            if (pr.GetValue(limit) < 0) throw new ArgumentException($"--limit {pr.GetValue(limit)}: give 0 (all) or a positive number of prompts");
             var items = NeedleEval.Read(file.FullName, pr.GetValue(limit));
+            if (items.Count == 0) throw new ArgumentException($"{file.FullName}: no prompts (empty needle file); nothing to evaluate");
             using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
             if (pr.GetValue(beforeQuestion) && m.Evict is null && m.TokenFilter is null)
                 throw new ArgumentException($"--evict-before-question: {m.Name} evicts nothing; compile it with lcc compile --kv-evict or --token-filter");
@@ -41,8 +44,8 @@ internal static class EvalCommand
                     });
             var r = result!;
             Console.Out.WriteLine($"{r.Model}  {r.File}  n={r.N}  correct={r.Correct}  accuracy={r.Accuracy:F3}  chunk={(r.Chunked ? r.Chunk.ToString() : "one-piece")}  {r.Seconds:F1}s");
-            if (pr.GetValue(jsonOut) is { } jf)
-                File.WriteAllText(jf.FullName, JsonSerializer.Serialize(r, Cli.Json) + "\n");
+            if (jsonPath is not null)
+                OutputFiles.Write(jsonPath, tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(r, Cli.Json) + "\n"));
             return Cli.Ok;
         })));
         return cmd;

@@ -73,7 +73,8 @@ internal static class InspectCommand
             {
                 string? Str(string k) => r.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null ? v.ToString() : null;
                 sb.Append($"  attention layer {Str("layer"),-3} {Str("op"),-34} {Str("pattern") ?? "-"}")
-                  .Append(Str("pattern") is "streaming" or "dca" && pars.Length > 0 ? $" ({pars})" : "")
+                  .Append(Str("pattern") is not (null or "dense") && pars.Length > 0 ? $" ({pars})" : "")
+                  .Append(Str("density") is { } dens ? $"  expected density {dens}" : "")
                   .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
             }
         }

@@ -54,12 +54,13 @@ internal static class RopeOptions
             {
                 int eq = kv.IndexOf('=');
                 if (eq <= 0) throw new ArgumentException($"--rope {rope}: option '{kv}' is not k=v");
-                opts[kv[..eq].Trim()] = kv[(eq + 1)..].Trim();
+                opts[RopeOptionRules.Normalize(kv[..eq])] = kv[(eq + 1)..].Trim();
             }
         opts["context"] = c.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (trainedContext is int t) opts["trained-context"] = t.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (force) opts["force"] = "true";
         row.CheckOptions(opts.Keys);
+        RopeOptionRules.Check(row, opts);
         Pipelines.Create(row.PassName); // fails early on a missing registration
         return [new PipelineStep(row.PassName, opts)];
     }

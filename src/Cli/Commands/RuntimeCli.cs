@@ -15,12 +15,14 @@ internal sealed class RuntimeCliOptions
     public Option<string> KvCache { get; } = new("--kv-cache") { Description = "KV cache: auto (one shared past/present buffer per layer when the model's attention allows it, else concat)|concat|shared", DefaultValueFactory = _ => "auto" };
     public Option<int?> MaxContext { get; } = new("--max-context") { Description = "length in tokens of the shared KV buffer (default 4096, doubled on demand)" };
 
-    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); c.Add(KvCache); c.Add(MaxContext); }
+    public Option<bool> Verbose { get; } = new("--verbose", "-v") { Description = "also say which execution providers --ep auto tried and why it skipped them" };
+
+    public void AddTo(Command c) { c.Add(Ep); c.Add(Threads); c.Add(NoArena); c.Add(CustomOps); c.Add(IoBinding); c.Add(KvCache); c.Add(MaxContext); c.Add(Verbose); }
 
     public RuntimeOptions Build(ParseResult pr) => new()
     {
         ExecutionProvider = RuntimeOptions.ParseProvider(pr.GetValue(Ep) ?? "auto"),
-        IntraOpThreads = pr.GetValue(Threads),
+        IntraOpThreads = CheckThreads(pr.GetValue(Threads)),
         MemoryArena = !pr.GetValue(NoArena),
         CustomOpsLibrary = pr.GetValue(CustomOps),
         IoBinding = (pr.GetValue(IoBinding) ?? "auto").ToLowerInvariant() switch
@@ -33,6 +35,7 @@ internal sealed class RuntimeCliOptions
         KvCache = RuntimeOptions.ParseKvCache(pr.GetValue(KvCache) ?? "auto"),
         MaxContext = pr.GetValue(MaxContext) is { } mc ? (mc > 0 ? mc : throw new ArgumentException($"--max-context {mc}: must be a positive number of tokens")) : null,
         Log = s => Console.Error.WriteLine("lcc: " + s),
+        Verbose = pr.GetValue(Verbose),
     };
 
     /// <summary>Loads MODEL (a .onnx or a compiled folder); missing paths are one-line errors.</summary>
@@ -45,15 +48,25 @@ internal sealed class RuntimeCliOptions
     /// <summary>Parses "1,2,3" or "1 2 3".</summary>
     public static int[] ParseIds(string s) =>
         s.Split([',', ' ', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)
-         .Select(t => int.TryParse(t, out int v) ? v : throw new ArgumentException($"'{t}' is not a token id")).ToArray();
+         .Select(t => int.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) ? v : throw new ArgumentException($"'{t}' is not a token id (a non-negative 32-bit integer)")).ToArray();
 
     /// <summary>Parses "256,512,1k,4k".</summary>
-    public static int[] ParseLengths(string s) =>
-        s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
+    public static int[] ParseLengths(string s)
+    {
+        var r = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t =>
         {
             var lower = t.ToLowerInvariant();
             int mul = lower.EndsWith('k') ? 1024 : 1;
             var num = mul == 1 ? lower : lower[..^1];
-            return int.TryParse(num, out int v) && v > 0 ? v * mul : throw new ArgumentException($"'{t}' is not a length (e.g. 512, 4k)");
+            if (!int.TryParse(num, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) || v <= 0)
+                throw new ArgumentException($"--lengths: '{t}' is not a length (e.g. 512, 4k)");
+            return (long)v * mul <= int.MaxValue ? v * mul : throw new ArgumentException($"--lengths: '{t}' is too large (at most {int.MaxValue} tokens)");
         }).ToArray();
+        return r.Length > 0 ? r : throw new ArgumentException($"--lengths '{s}': give at least one prompt length, e.g. 256,512,1k");
+    }
+
+    /// <summary>--threads: 0 (ONNX Runtime's default) up to the machine's logical cores.</summary>
+    public static int CheckThreads(int threads) =>
+        threads >= 0 && threads <= Environment.ProcessorCount ? threads
+        : throw new ArgumentException($"--threads {threads}: give 0 (ONNX Runtime's default) up to {Environment.ProcessorCount}, the logical cores of this machine");
 }

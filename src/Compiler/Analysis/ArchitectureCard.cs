@@ -66,6 +66,12 @@ public sealed partial record ArchitectureCard(
             sources.Add($"kv_heads, head_dim: {pk.Name} {shape}");
             if (shape[2].Value is long s) staticLen = (int)s;
         }
+        else if (shape is { Rank: 5 } && shape[2].Value is long ph && shape[4].Value is long pd)
+        {
+            // packed past_N [2, B, H, P, D] (onnxruntime.transformers GPT-2): one input holds key and value
+            kvHeads = (int)ph; headDim = (int)pd; kvWidth = (int)(ph * pd);
+            sources.Add($"kv_heads, head_dim: {pk.Name} {shape} (packed key/value)");
+        }
         else if (shape is { Rank: 3 } && shape[2].Value is long w)
         {
             kvWidth = (int)w;

@@ -19,6 +19,7 @@ public static class AttentionReport
                 string rope = !b.Rope.Present ? "none"
                     : string.Create(inv, $"theta {b.Rope.Theta?.ToString("G6", inv) ?? "?"} dim {b.Rope.RotaryDim}{(b.Rope.Interleaved ? " interleaved" : "")}{(b.Rope.OriginalMaxPositions is int mp ? $" max {mp}" : "")}");
                 string cache = b.PastKey is null && b.PresentKey is null ? "none"
+                    : b.PastKey == b.PastValue && b.PresentKey == b.PresentValue ? $"{b.PastKey ?? "-"} -> {b.PresentKey ?? "-"} ({b.KvLayout})" // packed: one tensor
                     : $"{b.PastKey ?? "-"}, {b.PastValue ?? "-"} -> {b.PresentKey ?? "-"}, {b.PresentValue ?? "-"} ({b.KvLayout})";
                 sb.Append(string.Create(inv, $"  {b.Layer,-5} {b.Form,-22} {b.NumHeads,5} {b.KvNumHeads,3} {b.HeadDim,4} {(b.Causal ? "yes" : "no"),6} {b.Scale,8:0.######}  {rope,-26} {cache}\n"));
             }

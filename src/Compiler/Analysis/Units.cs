@@ -22,8 +22,13 @@ public static partial class Units
         var (n, unit) = Split(text, option, "24GiB");
         if (!ByteUnits.TryGetValue(unit, out var mult))
             throw new ArgumentException($"{option}: unknown unit '{unit}' in '{text}'; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. 24GiB)");
-        return checked((long)Math.Round(n * mult));
+        double v = Math.Round(n * mult);
+        if (v > MaxBytes) throw new ArgumentException($"{option}: '{text}' is too large (at most {Bytes(MaxBytes)})");
+        return (long)v;
     }
+
+    /// <summary>Largest size accepted (2^60 bytes = 1 EiB): far above any machine, far below a 64-bit overflow.</summary>
+    public const long MaxBytes = 1L << 60;
 
     /// <summary>Bytes per second: a size unit followed by "/s" ("50GB/s", "1.5 TB/s", "800MiB/s").</summary>
     public static double ParseBandwidth(string text, string option = "bandwidth")
@@ -46,9 +51,10 @@ public static partial class Units
             "" => 1, "k" => 1 << 10, "m" => 1 << 20, "g" => 1 << 30,
             _ => throw new ArgumentException($"{option}: unknown unit '{unit}' in '{text}'; use a token count like 4096, 32k or 1M (k = 1024)"),
         };
-        var v = checked((long)Math.Round(n * mult));
-        if (v <= 0) throw new ArgumentException($"{option}: '{text}' must be at least one token");
-        return v;
+        double v = Math.Round(n * mult);
+        if (v < 1) throw new ArgumentException($"{option}: '{text}' must be at least one token");
+        if (v > int.MaxValue) throw new ArgumentException($"{option}: '{text}' is too large (at most {int.MaxValue} tokens, 2^31 - 1)");
+        return (long)v;
     }
 
     private static (double N, string Unit) Split(string text, string option, string example)

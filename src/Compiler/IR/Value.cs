@@ -43,10 +43,13 @@ public sealed class Value
     internal void AddUse(Node n, int i) => _uses.Add(new Use(n, i));
     internal void RemoveUse(Node n, int i)
     {
-        int k = _uses.IndexOf(new Use(n, i));
+        int k = _uses.LastIndexOf(new Use(n, i)); // from the end: removing readers newest-first stays O(1) each
         if (k < 0) throw new InvalidOperationException($"value '{Name}' has no use ({n}, {i})");
         _uses.RemoveAt(k);
     }
+
+    /// <summary>Drops every use by a node in <paramref name="nodes"/> in one pass (batch removal, linear).</summary>
+    internal int RemoveUsesBy(IReadOnlySet<Node> nodes) => _uses.RemoveAll(u => nodes.Contains(u.Node));
 
     public override string ToString() => $"%{Name}" + (Type is null ? "" : ": " + Type);
 }

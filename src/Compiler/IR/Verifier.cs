@@ -15,14 +15,44 @@ public static class Verifier
         var allNodes = new HashSet<Node>();
         var defined = new HashSet<Value>();
         var names = new Dictionary<string, string>(StringComparer.Ordinal);
-        CheckGraph(model.Graph, [], errors, allNodes, defined, names);
+        var reads = new Dictionary<Value, int>();
+        CheckGraph(model.Graph, [], errors, allNodes, defined, names, reads);
+        // Use lists in linear time (a Sum of 100k copies of one input must not cost 100k^2): every listed use must be
+        // current and listed once; then as many uses as inputs reading the value means none is missing.
+        var seen = new HashSet<Use>();
         foreach (var v in defined)
+        {
+            bool valid = true;
             foreach (var u in v.Uses)
             {
-                if (!allNodes.Contains(u.Node)) errors.Add($"value '{v.Name}' lists a use by {u.Node}, which is not in the model");
-                else if (u.Index >= u.Node.Inputs.Count || u.Node.Inputs[u.Index] != v) errors.Add($"value '{v.Name}' lists a stale use ({u.Node}, input {u.Index})");
+                if (!allNodes.Contains(u.Node)) { errors.Add($"value '{v.Name}' lists a use by {u.Node}, which is not in the model"); valid = false; }
+                else if (u.Index >= u.Node.Inputs.Count || u.Node.Inputs[u.Index] != v) { errors.Add($"value '{v.Name}' lists a stale use ({u.Node}, input {u.Index})"); valid = false; }
+                else if (!seen.Add(u)) { errors.Add($"value '{v.Name}' lists its use ({u.Node}, input {u.Index}) twice"); valid = false; }
             }
+            if (valid && reads.GetValueOrDefault(v) != v.Uses.Count) MissingUses(v, errors);
+        }
         return errors;
+    }
+
+    /// <summary>Names the inputs that read <paramref name="v"/> without being in its use list (only on a mismatch).</summary>
+    private static void MissingUses(Value v, List<string> errors)
+    {
+        var listed = v.Uses.ToHashSet();
+        foreach (var n in ReadersOf(v))
+            for (int i = 0; i < n.Inputs.Count; i++)
+                if (n.Inputs[i] == v && !listed.Contains(new Use(n, i))) errors.Add($"value '{v.Name}' does not list its use by {n} input {i}");
+    }
+
+    private static IEnumerable<Node> ReadersOf(Value v)
+    {
+        var root = v.Graph;
+        var stack = new Stack<Graph>([root]);
+        while (stack.Count > 0)
+            foreach (var n in stack.Pop().Nodes)
+            {
+                if (n.Inputs.Contains(v)) yield return n;
+                foreach (var sg in n.Subgraphs) stack.Push(sg);
+            }
     }
 
     public static void Verify(Model model, string? after = null)
@@ -60,14 +90,21 @@ public static class Verifier
             errors.Add($"{n} casts to {((ElementType)to.AsInt()).ShortName()} but its output '{n.Outputs[0]!.Name}' is declared {oe.ShortName()}");
     }
 
-    private static void CheckGraph(Graph g, HashSet<Value> outerVisible, List<string> errors, HashSet<Node> allNodes, HashSet<Value> defined, Dictionary<string, string> names)
+    /// <summary>
+    /// <paramref name="names"/> holds the names of this graph and its enclosing graphs: a name may not repeat there
+    /// (SSA, no shadowing), but sibling subgraphs (the two branches of an If) may each define the same local name, as
+    /// ONNX allows, so a subgraph's names leave the table when its check ends.
+    /// </summary>
+    private static void CheckGraph(Graph g, HashSet<Value> outerVisible, List<string> errors, HashSet<Node> allNodes, HashSet<Value> defined,
+        Dictionary<string, string> names, Dictionary<Value, int> reads)
     {
         var visible = new HashSet<Value>(outerVisible);
+        var local = new List<string>();
         void Define(Value v, string what)
         {
             if (v.Graph != g) errors.Add($"{what} '{v.Name}' belongs to {v.Graph}, listed in {g}");
             if (names.TryGetValue(v.Name, out var prev)) errors.Add($"name '{v.Name}' is defined twice ({prev} and {what} in graph '{g.Name}')");
-            else names[v.Name] = $"{what} in graph '{g.Name}'";
+            else { names[v.Name] = $"{what} in graph '{g.Name}'"; local.Add(v.Name); }
             visible.Add(v);
             defined.Add(v);
         }
@@ -89,13 +126,13 @@ public static class Verifier
                 if (v is null) continue;
                 if (!visible.Contains(v))
                     errors.Add($"{n} input {i} '{v.Name}' is not defined before use (not a graph input, initializer, or output of an earlier node)");
-                if (!v.Uses.Contains(new Use(n, i))) errors.Add($"value '{v.Name}' does not list its use by {n} input {i}");
+                reads[v] = reads.GetValueOrDefault(v) + 1;
             }
             CheckTypes(n, errors);
             foreach (var sg in n.Subgraphs)
             {
                 if (sg.Parent != g || sg.ParentNode != n) errors.Add($"subgraph '{sg.Name}' of {n} has a wrong parent link");
-                CheckGraph(sg, visible, errors, allNodes, defined, names);
+                CheckGraph(sg, visible, errors, allNodes, defined, names, reads);
             }
             for (int k = 0; k < n.Outputs.Count; k++)
             {
@@ -107,5 +144,6 @@ public static class Verifier
         }
         foreach (var o in g.Outputs)
             if (!visible.Contains(o)) errors.Add($"graph output '{o.Name}' of '{g.Name}' is not defined");
+        if (g.Parent is not null) foreach (var name in local) names.Remove(name);
     }
 }

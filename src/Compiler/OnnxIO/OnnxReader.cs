@@ -80,7 +80,7 @@ public static class OnnxReader
     {
         g.DocString = gp.DocString.Length > 0 ? gp.DocString : null;
         var residual = gp.Clone();
-        residual.Node.Clear(); residual.Input.Clear(); residual.Output.Clear(); residual.Initializer.Clear(); residual.ValueInfo.Clear();
+        residual.Node.Clear(); residual.Input.Clear(); residual.Output.Clear(); residual.Initializer.Clear(); residual.ValueInfo.Clear(); residual.SparseInitializer.Clear();
         g.Residual = residual;
         var scope = new Dictionary<string, Value>(outer, StringComparer.Ordinal);
         var local = new HashSet<string>(StringComparer.Ordinal);
@@ -114,6 +114,15 @@ public static class OnnxReader
             }
             var v = new Value(g, tp.Name, new TensorType(t.Element, new Shape(t.Dims.Select(Dim.Of).ToArray()))) { Const = t, ConstResidual = TensorResidual(tp) };
             Define(v, "initializer");
+            g.InitializerList.Add(v);
+        }
+        foreach (var sp in gp.SparseInitializer)
+        {
+            // A sparse initializer becomes a dense one (written back dense): nodes read it like any initializer.
+            var t = Densify(sp, ctx);
+            string name = sp.Values?.Name ?? "";
+            var v = new Value(g, name, new TensorType(t.Element, new Shape(t.Dims.Select(Dim.Of).ToArray()))) { Const = t };
+            Define(v, "sparse initializer");
             g.InitializerList.Add(v);
         }
         // Create every node and its outputs first so that out-of-order files still resolve; order is checked afterwards.
@@ -257,6 +266,55 @@ public static class OnnxReader
         return new Tensor(et, dims, new InMemorySource(tp.RawData.Memory));
     }
 
+    /// <summary>
+    /// The dense tensor of a sparse_initializer (ONNX SparseTensorProto): <c>values</c> [NNZ] holds the non-zero
+    /// elements (its name is the initializer's name), <c>indices</c> int64 either [NNZ] (linear positions) or
+    /// [NNZ, rank] (coordinates), <c>dims</c> the dense shape; every other element is zero.
+    /// </summary>
+    private static Tensor Densify(P.SparseTensorProto sp, Ctx ctx)
+    {
+        string name = sp.Values?.Name is { Length: > 0 } n ? n : "(unnamed)";
+        string tname = $"sparse initializer '{name}'";
+        if (sp.Values is null || sp.Indices is null || sp.Values.Name.Length == 0)
+            throw new ModelFormatException($"{ctx.File}: {tname} lacks values, indices or a name; the model is corrupt");
+        var dims = sp.Dims.ToArray();
+        if (dims.Any(d => d < 0)) throw new ModelFormatException($"{ctx.File}: {tname} has a negative dimension [{string.Join(",", dims)}]");
+        var values = ReadTensor(sp.Values, ctx);
+        var et = values.Element;
+        int width = et.BitWidth();
+        if (width == 0 || width % 8 != 0)
+            throw new ModelFormatException($"{ctx.File}: {tname} has element type {et.ShortName()}; sparse initializers of sub-byte or string types are not supported");
+        long count = ElementCount(dims, et, tname, ctx);
+        long bytes = et.ByteCount(count);
+        if (bytes > Array.MaxLength)
+            throw new ModelFormatException($"{ctx.File}: {tname} is {bytes} bytes dense, too large to hold in memory");
+        var idx = ReadTensor(sp.Indices, ctx);
+        if (idx.Element != ElementType.Int64) throw new ModelFormatException($"{ctx.File}: {tname} has {idx.Element.ShortName()} indices; ONNX requires int64");
+        long nnz = values.ElementCount;
+        bool coordinates = idx.Dims.Length == 2 && idx.Dims[0] == nnz && idx.Dims[1] == dims.Length;
+        if (!coordinates && !(idx.Dims.Length == 1 && idx.Dims[0] == nnz))
+            throw new ModelFormatException($"{ctx.File}: {tname} has indices of shape [{string.Join(",", idx.Dims)}]; expected [{nnz}] or [{nnz},{dims.Length}]");
+        var ix = idx.ToInt64s();
+        var src = values.Source.ReadAll();
+        var dense = new byte[bytes];
+        int size = width / 8;
+        for (long k = 0; k < nnz; k++)
+        {
+            long pos = 0;
+            if (coordinates)
+                for (int a = 0; a < dims.Length; a++)
+                {
+                    long c = ix[k * dims.Length + a];
+                    if (c < 0 || c >= dims[a]) throw new ModelFormatException($"{ctx.File}: {tname}: index {c} out of range for axis {a} of [{string.Join(",", dims)}]");
+                    pos = pos * dims[a] + c;
+                }
+            else pos = ix[k];
+            if (pos < 0 || pos >= count) throw new ModelFormatException($"{ctx.File}: {tname}: position {pos} out of range (it has {count} elements)");
+            Buffer.BlockCopy(src, (int)(k * size), dense, (int)(pos * size), size);
+        }
+        return new Tensor(et, dims, new InMemorySource(dense));
+    }
+
     /// <summary>The element count of <paramref name="dims"/>; a product or byte count that overflows 64 bits is an error
     /// (a 2^61-element initializer must not pass as a few KiB).</summary>
     private static long ElementCount(long[] dims, ElementType et, string tname, Ctx ctx)
@@ -306,6 +364,8 @@ public static class OnnxReader
 
     private static Attr ReadAttr(P.AttributeProto ap, Graph g, Node n, Dictionary<string, Value> scope, Ctx ctx)
     {
+        ModelFormatException Missing(string type, string what) =>
+            new($"{ctx.File}: attribute '{ap.Name}' of node '{n.Name}' ({n.OpType}) has type {type} but holds no {what}; the model is corrupt");
         if (ap.RefAttrName.Length > 0) return new Attr(ap.Name, AttrKind.Opaque, ap.Clone());
         switch (ap.Type)
         {
@@ -317,9 +377,9 @@ public static class OnnxReader
             case P.AttributeProto.Types.AttributeType.Strings:
                 if (ap.Strings.Any(s => !IsUtf8(s))) return new Attr(ap.Name, AttrKind.Opaque, ap.Clone());
                 return Attr.Strings(ap.Name, ap.Strings.Select(s => s.ToStringUtf8()));
-            case P.AttributeProto.Types.AttributeType.Tensor: return Attr.TensorValue(ap.Name, ReadTensor(ap.T, ctx));
+            case P.AttributeProto.Types.AttributeType.Tensor: return Attr.TensorValue(ap.Name, ReadTensor(ap.T ?? throw Missing("TENSOR", "tensor"), ctx));
             case P.AttributeProto.Types.AttributeType.Tensors: return new Attr(ap.Name, AttrKind.Tensors, ap.Tensors.Select(t => ReadTensor(t, ctx)).ToImmutableArray());
-            case P.AttributeProto.Types.AttributeType.Graph: return Attr.GraphValue(ap.Name, ReadSubgraph(ap.G, g, n, scope, ctx));
+            case P.AttributeProto.Types.AttributeType.Graph: return Attr.GraphValue(ap.Name, ReadSubgraph(ap.G ?? throw Missing("GRAPH", "graph"), g, n, scope, ctx));
             case P.AttributeProto.Types.AttributeType.Graphs: return new Attr(ap.Name, AttrKind.Graphs, ap.Graphs.Select(sg => ReadSubgraph(sg, g, n, scope, ctx)).ToImmutableArray());
             default: return new Attr(ap.Name, AttrKind.Opaque, ap.Clone());
         }

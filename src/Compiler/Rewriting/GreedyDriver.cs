@@ -163,6 +163,16 @@ public static class GreedyDriver
         }
 
         public void SetMetadata(string key, string value) => rw.SetMetadata(key, value);
+        public Value AddInput(Graph graph, string name, TensorType type) => rw.AddInput(graph, name, type);
+        public void RemoveInput(Graph graph, Value v) => rw.RemoveInput(graph, v);
+        public void AddOutput(Graph graph, Value v, int position = -1) => rw.AddOutput(graph, v, position);
+        public void RenameValue(Value v, string name) => rw.RenameValue(v, name);
+
+        public void RemoveOutput(Graph graph, Value v)
+        {
+            rw.RemoveOutput(graph, v);
+            if (v.Producer is { } p) _deadCandidates.Add(p);
+        }
         public void EnsureOpset(string domain, long version) => rw.EnsureOpset(domain, version);
 
         public T Shared<T>(string key, Func<T> create) where T : class

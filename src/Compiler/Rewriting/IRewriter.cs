@@ -27,6 +27,17 @@ public interface IRewriter
     /// <summary>Removes a node whose outputs are unused.</summary>
     void Erase(Node n);
     void SetMetadata(string key, string value);
+
+    /// <summary>Adds a graph input (for rules that change the I/O contract, e.g. unpacking a packed KV cache).</summary>
+    Value AddInput(Graph graph, string name, TensorType type);
+    /// <summary>Removes a graph input nothing uses any more.</summary>
+    void RemoveInput(Graph graph, Value v);
+    /// <summary>Makes <paramref name="v"/> a graph output at <paramref name="position"/> (-1: last).</summary>
+    void AddOutput(Graph graph, Value v, int position = -1);
+    /// <summary>Stops <paramref name="v"/> being a graph output (its producer dies when nothing else reads it).</summary>
+    void RemoveOutput(Graph graph, Value v);
+    /// <summary>Renames a value (made unique if taken).</summary>
+    void RenameValue(Value v, string name);
     void EnsureOpset(string domain, long version);
 
     /// <summary>

@@ -106,6 +106,18 @@ public static class OpSchemas
         [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("sparse_block_size"), Int("do_rotary", 0), Int("rotary_interleaved", 0)],
         "onnxruntime ContribOperators.md");
 
+    /// <summary>
+    /// com.microsoft.Attention (onnxruntime.transformers BERT/GPT-2 fusion): packed QKV weights [in, q+k+v] and bias,
+    /// mask_index, a packed past [2, B, H, P, D] -> present [2, B, H, P+S, D].
+    /// </summary>
+    public static readonly OpSchema MsAttention = new(MsDomain, "Attention", 1,
+        [new("input", Optional: false), new("weights", Optional: false), new("bias"), new("mask_index"), new("past"), new("attention_bias"),
+         new("past_sequence_length")],
+        [new("output", Optional: false), new("present")],
+        [Int("num_heads"), Int("unidirectional", 0), new("qkv_hidden_sizes", AttrKind.Ints), Int("past_present_share_buffer", 0),
+         Int("do_rotary", 0), Int("rotary_embedding_dim", 0), Float("mask_filter_value", -10000f), Float("scale", 0f)],
+        "onnxruntime ContribOperators.md");
+
     /// <summary>ONNX Attention (opset 23; input nonpad_kv_seqlen since 24), form d.</summary>
     public static readonly OpSchema Attention = new("", "Attention", 23,
         [new("Q", Optional: false), new("K", Optional: false), new("V", Optional: false), new("attn_mask"), new("past_key"), new("past_value"),
@@ -131,18 +143,22 @@ public static class OpSchemas
 
     /// <summary>
     /// longctx.LongAttention (custom-ops/ort/long_attention_op.h): the long-context attention kernel, GQA's inputs and
-    /// outputs plus lse; patterns dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context).
+    /// outputs plus lse; patterns dense | streaming (sink, window) | dca (chunk_size, local_size, trained_context) |
+    /// trishape (sink, window, last, min_len) | vslash (vertical, slash, min_len) | xattn (threshold, stride, min_len) |
+    /// block (local_blocks, vert_stride, min_len).
     /// GQA's local_window_size / softcap / smooth_softmax are not attributes of it (the op rejects them).
     /// </summary>
     public static readonly OpSchema LongAttention = new(LongCtxDomain, "LongAttention", 1,
         GqaInputs, [new("output", Optional: false), new("present_key", Optional: false), new("present_value", Optional: false), new("lse")],
         [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("do_rotary", 0), Int("rotary_interleaved", 0),
          new("pattern", AttrKind.String, "dense"), Int("sink", 0), Int("window"), Int("chunk_size"), Int("local_size"), Int("trained_context", 0),
-         new("isa", AttrKind.String, "auto")],
+         new("isa", AttrKind.String, "auto"),
+         // sparse prefill (issue 10): trishape (sink, window, last), vslash (vertical, slash), xattn (threshold, stride), block
+         Int("min_len"), Int("last"), Int("vertical"), Int("slash"), Float("threshold", 0.9f), Int("stride"), Int("local_blocks"), Int("vert_stride")],
         "custom-ops LongAttention op");
 
     public static IReadOnlyList<OpSchema> All { get; } =
-        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];
+        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, MsAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];
 
     /// <summary>The schema of <paramref name="n"/>'s operator, or null when it is not in the table.</summary>
     public static OpSchema? Of(Node n) => All.FirstOrDefault(s => s.Is(n));

@@ -94,7 +94,7 @@ public sealed class EvictingKvCache : KvCacheManager
 
     public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
     {
-        int kv = 2 * Contract.Layers.Count;
+        int kv = base.OutputNames.Count; // the cache outputs come first, then the queries
         try
         {
             for (int l = 0; l < _len.Length; l++) Observe(l, outputs[kv + l], newTokens);

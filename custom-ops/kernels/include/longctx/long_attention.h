@@ -9,7 +9,10 @@
 //              q - window < j <= q; keys stored UN-rotated, rotated with their cache index;
 //   dca        Dual Chunk Attention (An et al. 2024, ChunkLlama; vLLM dual_chunk_rope.py /
 //              dual_chunk_flash_attn.py): intra / successive / inter chunk parts with their own
-//              query positions, merged exactly by one online softmax (== log-sum-exp merge).
+//              query positions, merged exactly by one online softmax (== log-sum-exp merge);
+//   trishape, vslash, xattn, block   sparse PREFILL (la_pattern_trishape.cc, la_sparse_*.cc): keys are cached
+//              rotated as for dense, so decode and short calls run dense over the same cache (the
+//              length gate `sparse.min_len`, see longctx_la_sparse below).
 //
 // Tensor layouts (row-major, element strides implied):
 //   query   [B, S, H*D]        key/value (new tokens) [B, S, Hkv*D]
@@ -35,7 +38,41 @@ extern "C" {
 
 typedef enum longctx_dtype { LONGCTX_F32 = 0, LONGCTX_F16 = 1 } longctx_dtype;
 
-typedef enum longctx_la_pattern { LONGCTX_LA_DENSE = 0, LONGCTX_LA_STREAMING = 1, LONGCTX_LA_DCA = 2 } longctx_la_pattern;
+typedef enum longctx_la_pattern {
+  LONGCTX_LA_DENSE = 0,
+  LONGCTX_LA_STREAMING = 1,
+  LONGCTX_LA_DCA = 2,
+  LONGCTX_LA_TRISHAPE = 3,  // SCBench tri-shape: sink + local band, dense for the last `last` query rows
+  LONGCTX_LA_VSLASH = 4,    // MInference vertical-slash (Jiang et al. 2024), estimated per call
+  LONGCTX_LA_XATTN = 5,     // XAttention antidiagonal block selection (Xu et al. 2025), estimated per call
+  LONGCTX_LA_BLOCK = 6      // static block-sparse layout: local blocks + every vert_stride-th block (Phi-3-small)
+} longctx_la_pattern;
+
+// Sparse prefill settings (patterns trishape, vslash, xattn). A call runs sparse only when it has at
+// least 64 query rows (one estimation block) and total_b >= min_len tokens; otherwise, and when the budget
+// is larger than the sequence (vslash: 30 + vertical > total or 100 + slash > total; trishape: sink + window
+// > total or last > S; block: 64 local_blocks > total), it runs dense and says so in longctx_la_stats.
+typedef struct longctx_la_sparse {
+  int64_t min_len;           // length gate (tokens in the cache after the call)
+  int64_t vertical, slash;   // vslash: columns / diagonals kept beyond the first 30 columns and last 100 diagonals
+  float threshold;           // xattn: softmax mass each query block keeps (0, 1]
+  int64_t stride;            // xattn: antidiagonal stride (divides 64)
+  int64_t last;              // trishape: query rows at the end of the call that attend densely (sink, window: above)
+  int64_t local_blocks;      // block: 64-key blocks before and including the diagonal block
+  int64_t vert_stride;       // block: also every key block j with (j + 1) % vert_stride == 0
+} longctx_la_sparse;
+
+// What one call did (written, not accumulated, when params.stats is set).
+typedef struct longctx_la_stats {
+  int64_t sparse_heads;      // (batch, kv head) pairs that ran sparse
+  int64_t gated_heads;       // pairs that ran dense because of the length gate
+  int64_t covered_heads;     // pairs that ran dense because the budget covers the whole sequence
+  int64_t keys_selected;     // (query row, key) pairs inside the selected index, summed over the sparse pairs
+  int64_t keys_causal;       // causal (query row, key) pairs of the same pairs (density = selected / causal)
+  int64_t estimate_ns;       // wall time of the estimation (index building)
+  int64_t total_ns;          // wall time of the whole call
+} longctx_la_stats;
+
 
 // Executor: must call fn(ctx, i) exactly once for every i in [0, n), in any order and on any threads,
 // and return when all calls have finished. NULL = run serially on the calling thread.
@@ -76,6 +113,9 @@ typedef struct longctx_la_params {
   longctx_parallel_for_fn parallel_for;  // optional
   void* executor;
   int num_threads_hint;                  // used to size the work split; <= 0 => hardware concurrency
+
+  longctx_la_sparse sparse;              // trishape / vslash / xattn (also uses sink, window)
+  longctx_la_stats* stats;               // optional
 } longctx_la_params;
 
 // Runs the op. On anything but LONGCTX_OK a one-line message is written to err (when not NULL).
@@ -85,6 +125,12 @@ longctx_status longctx_long_attention(const longctx_la_params* params, char* err
 // Debug counters of the kernel's scratch allocations (bytes), process-wide: the high-water mark of
 // scratch held at once since the last reset. Used by tests to check memory follows the tokens present.
 int64_t longctx_la_scratch_peak_bytes(void);
+
+// The selected index of a sparse pattern, for tests: validates like longctx_long_attention, appends the new
+// tokens to present (as a call would) and writes mask[((b * Hkv + kvh) * S + i) * present_len + k] = 1 where
+// query row i of batch b, kv head kvh attends key k (0 elsewhere, including k beyond total_b). A gated or
+// covered call yields the causal (dense) mask.
+longctx_status longctx_la_sparse_mask(const longctx_la_params* params, uint8_t* mask, char* err, size_t err_len);
 void longctx_la_scratch_reset(void);
 
 #ifdef __cplusplus
