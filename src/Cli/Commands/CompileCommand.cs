@@ -49,6 +49,7 @@ internal static class CompileCommand
                 Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
+            steps = CalibrateAttention.ForAuto(steps, input.FullName, outDir.FullName, opts, ct);
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
             foreach (var p in r.Pipeline.Passes)
             {
