@@ -74,12 +74,8 @@ public sealed class AttentionCalibrationTests
     [Test]
     public void Cli_Calibrate_IsDeterministic_AutoCompileUsesTheFile()
     {
-        RequireLibrary();
-        var dir = Directory.CreateTempSubdirectory("lcc-calib-").FullName;
-        try
+        WithSourceModel((dir, src) =>
         {
-            var src = Path.Combine(dir, "torch.onnx");
-            OnnxWriter.Save(Builders.Build("torch", new DecoderConfig(Layers: 2, Vocab: 64)), src);
             var dense = Path.Combine(dir, "dense");
             Assert.That(CliRunner.Run("compile", src, "-o", dense, "--attention", "dense").ExitCode, Is.Zero);
             string a = Path.Combine(dir, "a.json"), b = Path.Combine(dir, "b.json");
@@ -114,8 +110,7 @@ public sealed class AttentionCalibrationTests
             Assert.That(i.ExitCode, Is.Zero, i.Stderr);
             Assert.That(i.Stdout, Does.Contain("vslash (vertical=30 slash=800 min_len=8192 density_at=32768)  expected density 0.062 (calibrated"));
             Assert.That(i.Stdout, Does.Contain("xattn (threshold=0.8 stride=8 min_len=8192 density_at=32768)  expected density dynamic (calibrated"));
-        }
-        finally { Directory.Delete(dir, true); }
+        });
     }
 
     [Test]
@@ -140,12 +135,8 @@ public sealed class AttentionCalibrationTests
     [Test]
     public void Cli_AutoWithoutCalib_CalibratesOnTheBuiltInSet()
     {
-        RequireLibrary();
-        var dir = Directory.CreateTempSubdirectory("lcc-calib-auto-").FullName;
-        try
+        WithSourceModel((dir, src) =>
         {
-            var src = Path.Combine(dir, "torch.onnx");
-            OnnxWriter.Save(Builders.Build("torch", new DecoderConfig(Layers: 2, Vocab: 64)), src);
             var outDir = Path.Combine(dir, "out");
             var c = CliRunner.Run("compile", src, "-o", outDir, "--attention", "auto", "--context", "256");
             Assert.That(c.ExitCode, Is.Zero, c.Stderr);
@@ -155,6 +146,19 @@ public sealed class AttentionCalibrationTests
             Assert.That(json.RootElement.GetProperty("runtime").GetProperty("attention").GetProperty("pattern").GetString(), Is.EqualTo("auto"));
             var bad = CliRunner.Run("compile", src, "-o", Path.Combine(dir, "x"), "--attention", "vslash", "--calib", outDir + "-attention-calib.json");
             Assert.That(bad.Stderr, Does.Contain("only --attention auto reads a calibration file"));
+        });
+    }
+
+    /// <summary>Runs <paramref name="body"/> with a temp folder holding a 2-layer torch-style source model (torch.onnx).</summary>
+    private static void WithSourceModel(Action<string, string> body)
+    {
+        RequireLibrary();
+        var dir = Directory.CreateTempSubdirectory("lcc-calib-").FullName;
+        try
+        {
+            var src = Path.Combine(dir, "torch.onnx");
+            OnnxWriter.Save(Builders.Build("torch", new DecoderConfig(Layers: 2, Vocab: 64)), src);
+            body(dir, src);
         }
         finally { Directory.Delete(dir, true); }
     }

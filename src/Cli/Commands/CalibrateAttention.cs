@@ -72,7 +72,7 @@ internal static class CalibrateAttention
             int cut = Math.Min(length ?? int.MaxValue, capture.MaxPositions ?? int.MaxValue);
             prompts = NeedleEval.Read(data, samples).Select(i => i.Prompt.Length > cut ? i.Prompt[..cut] : i.Prompt).ToList();
             if (prompts.Count == 0) throw new ArgumentException($"{data}: no prompts");
-            what = $"{Path.GetFileName(data)} (first {prompts.Count} prompts{(cut < int.MaxValue ? $", cut to at most {cut} tokens" : "")})";
+            what = $"{Path.GetFileName(data)} (first {prompts.Count} prompts{(prompts.Any(p => p.Length == cut) ? $", cut to {cut} tokens" : "")})";
         }
         var sw = Stopwatch.StartNew();
         var inputs = prompts.Select(p => { ct.ThrowIfCancellationRequested(); return capture.Run(p); }).ToList();
