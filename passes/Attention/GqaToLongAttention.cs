@@ -39,6 +39,7 @@ internal sealed class GqaToLongAttention : RewriteRule<LongAttentionMatch>
         var s = LongAttentionSettings.Parse(ctx.Options, LowerToLongAttention.TrainedContext(ctx.Model), ctx.Model.DisplayName, ctx.TargetContext);
         int layer = AttentionDiscovery.LayerOf(root);
         if (!s.Applies(layer)) return new RuleFailure(MatchResult.Fail($"layer {layer} is not in layers=", root.Outputs[0], 0));
+        s = s.ForLayer(layer);
         var (b, failure) = AttentionDiscovery.Match(root, layer);
         if (b is null) return new RuleFailure(failure, $"layer {layer} stays on GroupQueryAttention: not recognised ({failure.Reason})", KeptCount);
         if (Why(b, s) is { } why)

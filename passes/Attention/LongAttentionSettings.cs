@@ -31,10 +31,20 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
         ["vslash"] = SparsePrefill.Keys["vslash"],
         ["xattn"] = SparsePrefill.Keys["xattn"],
         ["block"] = SparsePrefill.Keys["block"],
+        ["auto"] = ["calib"],
     };
 
     /// <summary>The sparse prefill settings (trishape, vslash, xattn), else null.</summary>
     public SparsePrefill? Sparse { get; init; }
+
+    /// <summary><c>auto</c>: each calibrated layer's own settings (<see cref="AutoAttention"/>), else null.</summary>
+    public IReadOnlyDictionary<int, LongAttentionSettings>? PerLayer { get; init; }
+
+    /// <summary><c>auto</c>: the calibration file and its contents.</summary>
+    public (string Path, AttentionCalibrationFile File)? Calibration { get; init; }
+
+    /// <summary>The settings layer <paramref name="layer"/> is lowered with (its own under <c>auto</c>).</summary>
+    public LongAttentionSettings ForLayer(int layer) => PerLayer?.GetValueOrDefault(layer) ?? this;
 
     public const int DefaultSink = 4;
 
@@ -109,6 +119,8 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
             }
             case "trishape" or "vslash" or "xattn" or "block":
                 return SparsePrefill.Parse(pattern, options, Int, layers, trainedCtx, context, model);
+            case "auto":
+                return AutoAttention.Parse(options, trainedCtx, context, model);
             default:
                 return new(AttentionPattern.Dense, 0, 0, 0, 0, layers, trainedCtx, context, null);
         }

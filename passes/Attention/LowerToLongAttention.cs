@@ -66,6 +66,8 @@ public sealed partial class LowerToLongAttention : IPass
             }
         }
         int layerCount = before.Blocks.Count + before.Unrecognised.Count;
+        if (s.Calibration is var (calPath, cal) && before.Blocks.FirstOrDefault() is { } first)
+            cal.CheckModel(calPath, model.DisplayName, layerCount, (int)first.Match.Anchor.IntAttr("num_heads", 0), (int)first.Match.Anchor.IntAttr("kv_num_heads", 0));
         if (s.Layers?.FirstOrDefault(l => l >= layerCount) is int missing && missing >= layerCount)
             throw new CompileException($"{model.DisplayName}: --attention layers: the model has no attention layer {missing} (its layers are 0-{layerCount - 1})");
         var tables = model.Graph.Nodes.Where(Gqa.Is).SelectMany(n => new[] { Gqa.Input(n, "cos_cache"), Gqa.Input(n, "sin_cache") })
@@ -104,6 +106,7 @@ public sealed partial class LowerToLongAttention : IPass
             ["kept"] = La.Is(b.Match.Anchor) ? null : kept.GetValueOrDefault(b.Layer) ?? (s.Applies(b.Layer) ? null : "not selected (layers=)"),
         }).ToList();
         if (s.Sparse is { } sp) SparsePrefillRecord.Add(attention, s, sp, ctx);
+        AutoAttention.Record(attention, s);
         rt["attention"] = attention;
 
         var nodes = model.Graph.Nodes;

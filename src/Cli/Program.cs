@@ -58,6 +58,7 @@ public static class Program
         root.Add(new Option<bool>("--verbose", "-v") { Description = "on an internal error, print the full exception and stack trace", Recursive = true });
         root.Add(InspectCommand.Create());
         root.Add(CompileCommand.Create());
+        root.Add(CalibrateCommand.Create());
         root.Add(DiffCommand.Create());
         root.Add(DemoCommand.Create());
         root.Add(EvalCommand.Create());

@@ -16,13 +16,28 @@ internal static class AttentionOptions
     public static Option<string?> Attention { get; } = new("--attention")
     {
         Description = "lower attention to longctx.LongAttention: dense | streaming:sink=4,window=N | dca:chunk=N,local=M | sparse prefill "
-            + "trishape:sink=64,window=1024,last=64 | vslash:vertical=1000,slash=4096 | xattn:threshold=0.9,stride=8 | block:local=16,vert_stride=8 (sparse ones take min_len=8192, trishape and block 2048: "
+            + "trishape:sink=64,window=1024,last=64 | vslash:vertical=1000,slash=4096 | xattn:threshold=0.9,stride=8 | block:local=16,vert_stride=8 | auto (per layer from --calib FILE) (sparse ones take min_len=8192, trishape and block 2048: "
             + "shorter prompts and decode run dense) (optional layers=0-3,6; defaults derived from the trained context)",
     };
 
-    public static void AddTo(Command cmd) => cmd.Add(Attention);
+    public static Option<FileInfo?> Calib { get; } = new("--calib")
+    {
+        Description = "with --attention auto: the calibration file of lcc calibrate MODEL --attention (per layer the sparse prefill pattern); without it, auto calibrates on a built-in synthetic set first and says so",
+    };
 
-    public static PipelineStep? Step(ParseResult pr) => Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.TrainedContext));
+    public static void AddTo(Command cmd)
+    {
+        cmd.Add(Attention);
+        cmd.Add(Calib);
+    }
+
+    public static PipelineStep? Step(ParseResult pr)
+    {
+        var step = Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.TrainedContext));
+        if (pr.GetValue(Calib) is not { } calib) return step;
+        if (step?.Options?["pattern"] != "auto") throw new ArgumentException($"--calib {calib.Name}: only --attention auto reads a calibration file (--attention auto --calib {calib.Name})");
+        return step with { Options = new SortedDictionary<string, string>(step.Options.ToDictionary(), StringComparer.Ordinal) { ["calib"] = calib.FullName } };
+    }
 
     public static PipelineStep? Parse(string? spec, int? trainedContext)
     {

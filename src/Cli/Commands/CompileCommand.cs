@@ -61,6 +61,7 @@ internal static class CompileCommand
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
                 Companions = TokenFilterOptions.Companions(filter),
             };
+            steps = CalibrateAttention.ForAuto(steps, input.FullName, outDir.FullName, opts, ct);
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
             foreach (var p in r.Pipeline.Passes)
             {

@@ -68,13 +68,15 @@ internal static class InspectCommand
         if (m.Runtime.Other?.GetValueOrDefault("attention") is { ValueKind: JsonValueKind.Object } at && at.TryGetProperty("layers", out var rows) && rows.ValueKind == JsonValueKind.Array)
         {
             // lower-attention's per-layer record: which op runs each layer, with which pattern, or why it was kept
-            string pars = string.Join(" ", at.EnumerateObject().Where(p => p.Name is not ("op" or "pattern" or "layers")).Select(p => $"{p.Name}={p.Value}"));
+            string pars = string.Join(" ", at.EnumerateObject().Where(p => p.Name is not ("op" or "pattern" or "layers" or "calibration")).Select(p => $"{p.Name}={p.Value}"));
             foreach (var r in rows.EnumerateArray())
             {
                 string? Str(string k) => r.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null ? v.ToString() : null;
                 sb.Append($"  attention layer {Str("layer"),-3} {Str("op"),-34} {Str("pattern") ?? "-"}")
-                  .Append(Str("pattern") is not (null or "dense") && pars.Length > 0 ? $" ({pars})" : "")
+                  .Append(Str("options") is { } own ? $" ({own})" // auto: each layer's own calibrated options
+                      : Str("pattern") is not (null or "dense") && pars.Length > 0 ? $" ({pars})" : "")
                   .Append(Str("density") is { } dens ? $"  expected density {dens}" : "")
+                  .Append(Str("calibrated_density") is { } cd ? $" (calibrated {cd}, error {Str("calibrated_error")})" : "")
                   .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
             }
         }
