@@ -13,6 +13,7 @@ public static class Pipelines
         ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
         ["lower-attention"] = () => new Attention.LowerToLongAttention(),
+        ["quantize-kv"] = () => new Kv.QuantizeKvCache(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 

@@ -13,6 +13,7 @@ public static class Program
         var root = new RootCommand("lcc — LongCtx: compile exported ONNX decoders for long context, and run them.");
         root.Add(InspectCommand.Create());
         root.Add(CompileCommand.Create());
+        root.Add(CalibrateCommand.Create());
         root.Add(DiffCommand.Create());
         root.Add(DemoCommand.Create());
         root.Add(EvalCommand.Create());

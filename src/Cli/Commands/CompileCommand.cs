@@ -23,6 +23,7 @@ internal static class CompileCommand
         { model, output, force, listPasses, verify, trace, stepLimit, explain, threshold };
         RopeOptions.AddTo(cmd);
         AttentionOptions.AddTo(cmd);
+        KvOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var attention = AttentionOptions.Step(pr);
@@ -49,7 +50,17 @@ internal static class CompileCommand
                 Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
             };
-            var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
+            string? scratch = null;
+            if (KvOptions.Parse(pr) is { } kv)
+            {
+                if (attention is not null) throw new ArgumentException("--kv quantizes ORT's GroupQueryAttention cache; it does not combine with --attention (longctx.LongAttention)");
+                scratch = Directory.CreateTempSubdirectory("lcc-kv-").FullName;
+                var (scales, source) = KvOptions.Scales(kv, pr.GetValue(KvOptions.Calib), input.FullName, steps, opts, scratch, ct);
+                steps = [.. steps, .. KvOptions.Steps(kv, scales, source)];
+            }
+            CompileResult r;
+            try { r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct); }
+            finally { if (scratch is not null) Directory.Delete(scratch, true); }
             foreach (var p in r.Pipeline.Passes)
             {
                 string counts = p.Counts.Count == 0 ? "no change" : string.Join(", ", p.Counts.Select(kv => $"{kv.Value} {kv.Key}"));
