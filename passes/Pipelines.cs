@@ -14,6 +14,7 @@ public static class Pipelines
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
         ["lower-attention"] = () => new Attention.LowerToLongAttention(),
         ["quantize-kv"] = () => new Kv.QuantizeKvCache(),
+        ["hadamard-kv"] = () => new Kv.HadamardRotateKv(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 

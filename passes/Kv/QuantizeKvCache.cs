@@ -87,6 +87,9 @@ public sealed class QuantizeKvCache : IPass
         }
         catch (KvScaleException e) { throw new CompileException(e.Message); }
 
+        if (file.Rotated != s.Rotated)
+            throw new CompileException($"scale file {s.ScalesPath} was calibrated on a{(file.Rotated ? " Hadamard-rotated" : "n unrotated")} cache but {model.DisplayName} is compiled {(s.Rotated ? "with" : "without")} :rotate; " +
+                (s.Rotated ? "drop --calib (lcc compile --kv ...:rotate calibrates the rotated model itself)" : "calibrate the model without :rotate"));
         foreach (var site in sites)
         {
             var cal = file.Layers[site.Layer.Layer];

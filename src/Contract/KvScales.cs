@@ -30,6 +30,9 @@ public sealed record KvScaleFile
     public required string Data { get; init; }
     public int Samples { get; init; }
     public long Tokens { get; init; }
+    /// <summary>Whether the calibrated cache was Hadamard-rotated (a model compiled with the hadamard-kv pass): the
+    /// absmax of rotated keys/values is another range, so scales serve only the same kind of model.</summary>
+    public bool Rotated { get; init; }
     public required IReadOnlyList<KvScaleLayer> Layers { get; init; }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, LongCtxManifest.JsonOptions) + "\n");

@@ -15,6 +15,9 @@ public static class KvCalibration
     /// <summary>What the built-in set is, for the notes and the file's <c>data</c> field.</summary>
     public const string BuiltInName = "built-in synthetic set";
 
+    /// <summary>The pass whose presence in longctx.json's pipeline marks a Hadamard-rotated cache.</summary>
+    public const string RotatedPass = "hadamard-kv";
+
     /// <summary>
     /// The built-in synthetic set: <paramref name="samples"/> prompts of <paramref name="length"/> token ids drawn
     /// uniformly from the vocabulary (seeded, so a calibration is reproducible). Real prompts (--data) are better.
@@ -91,6 +94,7 @@ public static class KvCalibration
             Data = data,
             Samples = prompts.Count,
             Tokens = tokens,
+            Rotated = model.Manifest?.Pipeline.Any(p => p.Pass == RotatedPass) == true,
             Layers = Enumerable.Range(0, layers).Select(l => new KvScaleLayer(l, Rows(absmax[2 * l], h, d), Rows(absmax[2 * l + 1], h, d))).ToList(),
         };
     }
