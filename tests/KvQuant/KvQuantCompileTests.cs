@@ -88,6 +88,32 @@ public class KvQuantCompileTests
     }
 
     [Test]
+    public void ScaleFile_OfAnUnrotatedCache_RefusedForRotate()
+    {
+        var src = Write("m", Config);
+        var scales = Calibrate(src, "plain");
+        var ex = Assert.Throws<CompileException>(() => CompileJob.Run(src, Path.Combine(_dir, "out"), Pipelines.Instantiate([.. Pipelines.Default,
+            new PipelineStep("hadamard-kv"), new PipelineStep("quantize-kv", new Dictionary<string, string> { ["mode"] = "int4", ["scales"] = scales, ["rotated"] = "true" })])));
+        TestContext.Out.WriteLine(ex!.Message);
+        Assert.That(ex.Message, Does.Contain("unrotated cache").And.Contain("drop --calib"));
+    }
+
+    [Test]
+    public void CalibrationData_Jsonl_PromptsAndBadLines()
+    {
+        var data = Path.Combine(_dir, "cal.jsonl");
+        File.WriteAllLines(data, ["{\"prompt\": [1, 2, 3], \"expected\": 4}", "", "{\"prompt\": [5, 6]}", "{\"prompt\": [7]}"]);
+        var prompts = KvCalibration.ReadJsonl(data, null, samples: 2);
+        Assert.That(prompts.Select(p => p.Length), Is.EqualTo(new[] { 3, 2 }), "the first --samples prompts, blank lines skipped");
+        File.WriteAllLines(data, ["{\"prompt\": [1]}", "{\"text\": \"hello\"}"]);
+        var ex = Assert.Throws<ArgumentException>(() => KvCalibration.ReadJsonl(data, null, 0));
+        Assert.That(ex!.Message, Does.Contain("cal.jsonl:2").And.Contain("tokenizer"));
+        File.WriteAllLines(data, ["[1, 2]"]);
+        ex = Assert.Throws<ArgumentException>(() => KvCalibration.ReadJsonl(data, null, 0));
+        Assert.That(ex!.Message, Does.Contain("cal.jsonl:1"));
+    }
+
+    [Test]
     public void Int4_OddHeadDim_IsAnError()
     {
         var c = Config with { Hidden = 60, HeadDim = 15, RotaryDim = 14 };
