@@ -23,14 +23,15 @@ public class GqaQuantizedKvTests
     {
         foreach (int bits in new[] { 8, 4 })
             foreach (var g in new[] { "PER_TENSOR", "PER_CHANNEL" })
-                yield return new TestCaseData(bits, g).SetName($"Int{bits}_{g}");
+                foreach (int s1 in new[] { 1, 5 })
+                    yield return new TestCaseData(bits, g, s1).SetName($"Int{bits}_{g}_{(s1 == 1 ? "Decode" : "ChunkAfterPast")}");
     }
 
     [TestCaseSource(nameof(Modes))]
-    public void PrefillThenDecode_MatchesReference(int bits, string granularity)
+    public void PrefillThenDecode_MatchesReference(int bits, string granularity, int s1)
     {
-        var rng = new Random(bits * 31 + granularity.Length);
-        const int s0 = 7, s1 = 1;
+        var rng = new Random(bits * 31 + granularity.Length + s1);
+        const int s0 = 7;
         int total = s0 + s1;
         var (kScale, vScale) = Scales(rng, granularity, bits);
         var q0 = RandomArray(rng, s0 * Hq * D); var k0 = RandomArray(rng, s0 * Hkv * D, 2f); var v0 = RandomArray(rng, s0 * Hkv * D);
@@ -99,7 +100,8 @@ public class GqaQuantizedKvTests
     {
         int n = granularity == "PER_TENSOR" ? 1 : Hkv * D;
         float qmax = bits == 8 ? 127f : 7f;
-        float[] Make(float absmax) => Enumerable.Range(0, n).Select(_ => absmax * (0.5f + (float)rng.NextDouble()) / qmax).ToArray();
+        // per channel the scales span 20x, so a channel read with another channel's scale cannot go unnoticed
+        float[] Make(float absmax) => Enumerable.Range(0, n).Select(_ => absmax * (0.1f + 1.9f * (float)rng.NextDouble()) / qmax).ToArray();
         return (Make(2f), Make(1f));
     }
 

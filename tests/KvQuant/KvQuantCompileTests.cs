@@ -152,7 +152,8 @@ public class KvQuantCompileTests
         var prompt = Enumerable.Range(0, 20).Select(i => (i * 7 + 3) % Config.Vocab).ToArray();
         var expectType = mode == "int8" ? TensorElementType.Int8 : TensorElementType.UInt8;
         using var fpModel = LongCtxModel.Load(fp, Cpu(KvCacheMode.Concat));
-        var reference = Steps(fpModel, prompt);
+        var reference = Steps(fpModel, prompt, null);
+        var forced = reference.Select(ArgMax).ToArray(); // decode feeds fp32's greedy tokens to every model
         float[][]? shared = null;
         foreach (var cacheMode in new[] { KvCacheMode.Shared, KvCacheMode.Concat })
         {
@@ -160,7 +161,7 @@ public class KvQuantCompileTests
             Assert.That(q.Contract.KvType, Is.EqualTo(expectType), "the runtime binds the quantized element type");
             Assert.That(q.Contract.HeadDim, Is.EqualTo(kq.StoredHeadDim), "bytes per head and token");
             Assert.That(q.KvCache, Is.EqualTo(cacheMode));
-            var got = Steps(q, prompt);
+            var got = Steps(q, prompt, forced);
             if (shared is null) shared = got;
             else for (int i = 0; i < got.Length; i++) Assert.That(got[i], Is.EqualTo(shared[i]), $"step {i}: shared buffer == concat (one quantized cache, two bindings)");
             double worst = 0;
@@ -171,21 +172,22 @@ public class KvQuantCompileTests
                 if (ArgMax(got[i]) == ArgMax(reference[i])) agree++;
             }
             TestContext.Out.WriteLine($"{mode}/{granularity} {cacheMode}: max|logit - fp32| = {worst:E3}, top-1 agreement {agree}/{got.Length}");
-            // int8 per channel keeps logits close; coarser modes only have to stay finite and mostly agree
-            if (mode == "int8" && granularity == "channel") Assert.That(worst, Is.LessThan(0.05), "int8 per channel stays close to fp32");
+            // random-weight builder model, logits ~3: int8 moves them by ~0.02, int4 by ~0.3 (measured 0.2-0.35)
+            Assert.That(worst, Is.LessThan(mode == "int8" ? 0.06 : 0.8), $"{mode} stays near fp32");
             Assert.That(got.All(l => l.All(float.IsFinite)));
             Assert.That(agree, Is.GreaterThanOrEqualTo(mode == "int8" ? got.Length - 1 : got.Length / 2));
             Assert.That(worst, Is.GreaterThan(0), "the cache really is quantized");
         }
     }
 
-    /// <summary>Prefill (two chunks) then 5 greedy decode steps: the logits after each call.</summary>
-    private static float[][] Steps(LongCtxModel m, int[] prompt)
+    /// <summary>Prefill (two chunks: the second after a past) then 5 decode steps of <paramref name="forced"/> tokens (null:
+    /// greedy): the logits after each call.</summary>
+    private static float[][] Steps(LongCtxModel m, int[] prompt, int[]? forced)
     {
         using var g = m.CreateGenerator();
         var all = new List<float[]> { g.Prefill(prompt[..12], 0) };
         all.Add(g.Prefill(prompt[12..], 0));
-        for (int i = 0; i < 5; i++) all.Add(g.Forward([ArgMax(all[^1])]));
+        for (int i = 0; i < 5; i++) all.Add(g.Forward([forced?[i + 1] ?? ArgMax(all[^1])]));
         return all.ToArray();
     }
 
