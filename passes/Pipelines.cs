@@ -15,6 +15,8 @@ public static class Pipelines
         ["lower-attention"] = () => new Attention.LowerToLongAttention(),
         ["kv-evict"] = () => new Eviction.ExposeQueriesForEviction(),
         ["token-filter"] = () => new Eviction.GemFilterPass(),
+        ["quantize-kv"] = () => new Kv.QuantizeKvCache(),
+        ["hadamard-kv"] = () => new Kv.HadamardRotateKv(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 

@@ -51,6 +51,23 @@ public sealed record RuntimeCapabilities(
 public sealed record KvPolicy(string Policy, int Sink, int Window, int? MaxPositions);
 
 /// <summary>
+/// The quantized KV cache <c>lcc compile --kv</c> lowered the attention to (ORT 1.31 CPU GroupQueryAttention:
+/// k/v_quant_type, kv_cache_bit_width, static k_scale / v_scale initializers; symmetric, no zero point). The runtime
+/// allocates, binds and feeds past/present of <paramref name="ElementType"/> [1, Hkv, T, <paramref name="StoredHeadDim"/>]
+/// (shared buffer included) and refuses a cache of another type.
+/// </summary>
+/// <param name="Mode">"int8" or "int4" (int4: two signed nibbles per uint8, channel 2j in the low nibble)</param>
+/// <param name="Granularity">"tensor" (one scale per layer and K/V) or "channel" (one per KV head and channel)</param>
+/// <param name="ElementType">the cache tensors' ONNX element type: "int8" or "uint8"</param>
+/// <param name="HeadDim">channels per head</param>
+/// <param name="StoredHeadDim">bytes per head and token in the cache (HeadDim, or HeadDim / 2 for int4)</param>
+/// <param name="Rotated">keys and queries rotated by a per-head Hadamard matrix after RoPE, values through v_proj/o_proj</param>
+/// <param name="Scales">where the scales came from (a scale file, or the built-in calibration set)</param>
+/// <param name="ScaleBytes">bytes of k_scale and v_scale over all layers (constant, not per token)</param>
+public sealed record KvQuantization(string Mode, string Granularity, string ElementType, int HeadDim, int StoredHeadDim, bool Rotated,
+    string? Scales, long ScaleBytes);
+
+/// <summary>
 /// The "runtime" section of longctx.json: values the passes hand to the runtime plus the compile-time
 /// <see cref="Capabilities"/>. Sections a pass owns (e.g. "rope") and keys this version does not know are kept in
 /// <see cref="Other"/> and written back unchanged.
@@ -68,11 +85,13 @@ public sealed record RuntimeSection
     public IReadOnlyDictionary<string, long>? Opsets { get; init; }
     /// <summary>The KV-cache policy the attention needs (null: keep every token).</summary>
     public KvPolicy? Kv { get; init; }
+    /// <summary>The quantized KV cache layout (null: the cache has the model's float type).</summary>
+    public KvQuantization? KvQuant { get; init; }
 
     [JsonExtensionData] public Dictionary<string, JsonElement>? Other { get; init; }
 
     /// <summary>Whether the section says nothing at all.</summary>
-    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && Kv is null && (Other is null || Other.Count == 0);
+    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && Kv is null && KvQuant is null && (Other is null || Other.Count == 0);
 
     /// <summary>
     /// The typed section from the loose values passes record (name -> number, string, list, dictionary): known keys

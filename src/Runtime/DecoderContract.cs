@@ -94,8 +94,8 @@ public sealed partial record DecoderContract(
         if (hkv <= 0 || d <= 0)
             throw new RuntimeException($"{model}: KV input '{layers[0].PastKey}' has symbolic heads/head_dim ({string.Join(",", first.SymbolicDimensions)}); cannot size an empty cache");
         var kvType = first.ElementDataType;
-        if (kvType is not (TensorElementType.Float or TensorElementType.Float16))
-            throw new RuntimeException($"{model}: KV input '{layers[0].PastKey}' has element type {kvType}; expected float32 or float16");
+        if (kvType is not (TensorElementType.Float or TensorElementType.Float16 or TensorElementType.Int8 or TensorElementType.UInt8))
+            throw new RuntimeException($"{model}: KV input '{layers[0].PastKey}' has element type {kvType}; expected float32 or float16 (or int8 / uint8, a cache quantized by lcc compile --kv)");
         foreach (var layer in layers)
             foreach (var n in new[] { layer.PastKey, layer.PastValue })
             {
@@ -139,6 +139,33 @@ public sealed partial record DecoderContract(
             logitsName, logitsMeta.ElementDataType, vocab, KvCacheKind.Static, layers, meta.ElementDataType,
             KvHeads: 1, HeadDim: meta.Dimensions[2], StaticCapacity: meta.Dimensions[1], StaticWidth: meta.Dimensions[2],
             WriteIndices: writeIdx, NonPadKvSeqLen: nonpad);
+    }
+
+    /// <summary>The ONNX name of a cache element type, for errors ("float32", "int8", "uint8").</summary>
+    public static string TypeName(TensorElementType t) => t switch
+    {
+        TensorElementType.Float => "float32",
+        TensorElementType.Float16 => "float16",
+        TensorElementType.Int8 => "int8",
+        TensorElementType.UInt8 => "uint8",
+        _ => t.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>
+    /// Throws when a KV-cache input a caller's <see cref="KvCacheManager"/> supplies (the first 2 x layers values from
+    /// <paramref name="from"/>, layer-major) has another element type than the model's cache, e.g. an old caller feeding
+    /// fp32 past tensors to a model compiled with <c>--kv int8</c>: one line naming the input and the expected type.
+    /// </summary>
+    public void CheckKvInputs(string model, IReadOnlyList<string> names, IReadOnlyList<OrtValue> values, int from)
+    {
+        for (int i = from; i < Math.Min(values.Count, from + 2 * Layers.Count); i++)
+        {
+            var t = values[i].GetTensorTypeAndShape().ElementDataType;
+            if (t != KvType)
+                throw new RuntimeException($"{model}: KV input '{names[i]}' is {TypeName(t)} but this model's cache is {TypeName(KvType)}" +
+                    (KvType is TensorElementType.Int8 or TensorElementType.UInt8 ? $" (quantized by lcc compile --kv: [1, {KvHeads}, past, {HeadDim}] {TypeName(KvType)})" : "") +
+                    "; build the cache with LongCtxModel.CreateCache() or give the model's element type");
+        }
     }
 
     public static int ElementSize(TensorElementType t) => t switch

@@ -110,7 +110,9 @@ public sealed class Generator : IDisposable
                 for (int i = 0; i < s; i++) pos[i] = start + i;
                 Add(names, values, owned, p, IntTensor(_c.PositionIdsType, pos, [1, s]));
             }
+            int kvFrom = values.Count;
             Cache.AddInputs(names, values, owned, s);
+            _c.CheckKvInputs(_model.Name, names, values, kvFrom); // a custom cache of the wrong type (fp32 for a --kv model)
             var outNames = new List<string>(1 + Cache.OutputNames.Count) { _c.Logits };
             outNames.AddRange(Cache.OutputNames);
 

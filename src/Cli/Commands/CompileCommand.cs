@@ -26,6 +26,7 @@ internal static class CompileCommand
         AttentionOptions.AddTo(cmd);
         EvictOptions.AddTo(cmd);
         TokenFilterOptions.AddTo(cmd);
+        KvOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var attention = AttentionOptions.Step(pr);
@@ -62,7 +63,19 @@ internal static class CompileCommand
                 Companions = TokenFilterOptions.Companions(filter),
             };
             steps = CalibrateAttention.ForAuto(steps, input.FullName, outDir.FullName, opts, ct);
-            var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
+            string? scratch = null;
+            if (KvOptions.Parse(pr) is { } kv)
+            {
+                if (attention is not null) throw new ArgumentException("--kv quantizes ORT's GroupQueryAttention cache; it does not combine with --attention (longctx.LongAttention)");
+                if (pr.GetValue(EvictOptions.KvEvict) is not null || pr.GetValue(TokenFilterOptions.TokenFilter) is not null)
+                    throw new ArgumentException("--kv does not combine with --kv-evict / --token-filter yet: eviction compacts an fp32 cache; give one of them");
+                scratch = Directory.CreateTempSubdirectory("lcc-kv-").FullName;
+                var (scales, source) = KvOptions.Scales(kv, pr.GetValue(KvOptions.Calib), input.FullName, steps, opts, scratch, ct);
+                steps = [.. steps, .. KvOptions.Steps(kv, scales, source)];
+            }
+            CompileResult r;
+            try { r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct); }
+            finally { if (scratch is not null) Directory.Delete(scratch, true); }
             foreach (var p in r.Pipeline.Passes)
             {
                 string counts = p.Counts.Count == 0 ? "no change" : string.Join(", ", p.Counts.Select(kv => $"{kv.Value} {kv.Key}"));

@@ -33,6 +33,7 @@ internal static class InspectCommand
             var card = attention.Blocks.Count > 0 ? ArchitectureCard.FromBlocks(m, attention.Blocks, out whyNoCard) : null;
             card ??= ArchitectureCard.FromModelIo(m, out whyNoCard);
             var cost = card is null ? null : CostModel.Compute(card, costOptions);
+            var kvq = manifest?.Runtime.KvQuant is { } q ? KvCacheFootprint.Of(m, q) : null;
             if (pr.GetValue(json))
             {
                 var node = JsonSerializer.SerializeToNode(report, Cli.Json)!.AsObject();
@@ -41,6 +42,7 @@ internal static class InspectCommand
                 node["cost"] = cost is null ? null : JsonSerializer.SerializeToNode(cost, Cli.Json);
                 if (whyNoCard is not null) node["architecture_note"] = whyNoCard;
                 if (manifest is not null) node["longctx"] = JsonSerializer.SerializeToNode(manifest, LongCtxManifest.JsonOptions);
+                if (kvq is not null) node["kv_cache"] = JsonSerializer.SerializeToNode(kvq, Cli.Json);
                 Console.Out.Write(node.ToJsonString(Cli.Json) + "\n");
                 return Cli.Ok;
             }
@@ -48,6 +50,7 @@ internal static class InspectCommand
             Console.Out.Write(AttentionReport.ToText(attention));
             Console.Out.Write(card is null ? whyNoCard + "\n" : card.ToText() + cost!.ToText());
             if (manifest is not null) Console.Out.Write(RenderManifest(manifest));
+            if (kvq is not null) Console.Out.Write(kvq.ToText());
             return Cli.Ok;
         }));
         return cmd;

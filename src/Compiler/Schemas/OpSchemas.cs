@@ -76,11 +76,28 @@ public static class OpSchemas
         Int("local_window_size", -1), Float("softcap", 0f), Int("smooth_softmax", 0),
     ];
 
-    /// <summary>com.microsoft.GroupQueryAttention (Ainslie et al. 2023): the canonical attention of the compiler.</summary>
+    /// <summary>
+    /// com.microsoft.GroupQueryAttention (Ainslie et al. 2023): the canonical attention of the compiler.
+    /// <para>
+    /// Quantized KV cache, as ORT 1.31's CPU kernel really runs it (checked by tests/KvQuant/GqaQuantizedKvTests on a
+    /// one-node graph; passes/Kv/QuantizeKvCache emits it): attributes k_quant_type / v_quant_type ("NONE",
+    /// "PER_TENSOR", "PER_CHANNEL"; the CPU kernel requires k_quant_type == v_quant_type, else "CPU GroupQueryAttention
+    /// requires k_quant_type == v_quant_type") and kv_cache_bit_width (8 or 4; 0 when not quantized); float inputs
+    /// k_scale / v_scale (slots 12, 13: shape [1] per tensor, [kv_num_heads, 1, head_size] per channel) are
+    /// dequantization scales, x = q * scale, symmetric, no zero point. New keys/values are quantized on write, rounded to
+    /// nearest and clamped to [-128, 127] (int8 past/present: int8 [B, Hkv, T, D]) or [-8, 7] (int4: uint8
+    /// [B, Hkv, T, D/2], stored offset-binary q + 8, channel 2j in the low nibble, 2j+1 in the high one; probed: a signed
+    /// nibble reading is wrong); attention reads the dequantized cache with
+    /// an fp32 query (outputs within 1e-5 of attention over q * scale). The shared past/present buffer works as for
+    /// float caches (present length = buffer length, new rows written at seqlens_k). Query/key/value and output stay
+    /// float32.
+    /// </para>
+    /// </summary>
     public static readonly OpSchema GroupQueryAttention = new(MsDomain, "GroupQueryAttention", 1,
-        [.. GqaInputs, new("position_ids"), new("attention_bias"), new("head_sink")],
+        [.. GqaInputs, new("position_ids"), new("attention_bias"), new("head_sink"), new("k_scale"), new("v_scale")],
         [new("output", Optional: false), new("present_key"), new("present_value"), new("output_qk")],
-        [.. GqaAttributes, Int("qk_output", 0)], "onnxruntime ContribOperators.md");
+        [.. GqaAttributes, Int("qk_output", 0), new("k_quant_type", AttrKind.String, "NONE"), new("v_quant_type", AttrKind.String, "NONE"),
+         Int("kv_cache_bit_width", 0)], "onnxruntime ContribOperators.md");
 
     /// <summary>com.microsoft.RotaryEmbedding: x rotated by cos/sin cache rows gathered at position_ids.</summary>
     public static readonly OpSchema MsRotaryEmbedding = new(MsDomain, "RotaryEmbedding", 1,
