@@ -13,6 +13,8 @@ public static class Pipelines
         ["canonicalize-noise"] = () => new CanonicalizeNoise(),
         ["canonicalize-attention"] = () => new CanonicalizeAttention(),
         ["lower-attention"] = () => new Attention.LowerToLongAttention(),
+        ["kv-evict"] = () => new Eviction.ExposeQueriesForEviction(),
+        ["token-filter"] = () => new Eviction.GemFilterPass(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 
@@ -46,6 +48,18 @@ public static class Pipelines
         if (attention is null) return steps;
         int at = steps.ToList().FindIndex(s => s.Pass == "dedup-initializers");
         return [.. steps.Take(at), attention, .. steps.Skip(at)];
+    }
+
+    /// <summary>
+    /// With KV eviction as well (<c>--kv-evict</c>): kv-evict runs after the attention is canonical and any lowering (it
+    /// reads the final GroupQueryAttention / LongAttention blocks), before dedup-initializers.
+    /// </summary>
+    public static IReadOnlyList<PipelineStep> WithEviction(IReadOnlyList<PipelineStep> steps, PipelineStep? evict, PipelineStep? tokenFilter = null)
+    {
+        PipelineStep[] added = [.. new[] { evict, tokenFilter }.OfType<PipelineStep>()]; // token-filter after kv-evict: it refuses the combination
+        if (added.Length == 0) return steps;
+        int at = steps.ToList().FindIndex(s => s.Pass == "dedup-initializers");
+        return [.. steps.Take(at), .. added, .. steps.Skip(at)];
     }
 
     public static IEnumerable<string> Names => Registry.Keys.Order(StringComparer.Ordinal);

@@ -18,7 +18,12 @@ public sealed record CompileOptions
     public SaveOptions Save { get; init; } = new();
     /// <summary>Extra top-level sections for longctx.json (method options, CLI arguments).</summary>
     public IReadOnlyDictionary<string, object?>? Extra { get; init; }
+    /// <summary>Further models written beside model.onnx, each made from the compiled model (e.g. GemFilter's filter.onnx).</summary>
+    public IReadOnlyList<CompanionModel> Companions { get; init; } = [];
 }
+
+/// <summary>A model written beside the compiled one: <paramref name="Transform"/> turns a fresh copy of the compiled model into it.</summary>
+public sealed record CompanionModel(string File, Action<Model> Transform);
 
 public sealed record CompileResult(string OutputDir, string ModelPath, SaveResult Saved, LongCtxManifest Manifest, PipelineResult Pipeline);
 
@@ -54,6 +59,12 @@ public static class CompileJob
             var copied = CopySidecars(Path.GetDirectoryName(Path.GetFullPath(input))!, tmp);
             var manifest = Manifest(model, source, result, options.Extra, copied);
             manifest.Write(Path.Combine(tmp, LongCtxFiles.Manifest));
+            foreach (var c in options.Companions)
+            {
+                var companion = OnnxReader.Load(Path.Combine(tmp, LongCtxFiles.Model));
+                c.Transform(companion);
+                OnnxWriter.Save(companion, Path.Combine(tmp, c.File), options.Save);
+            }
             ct.ThrowIfCancellationRequested();
             claim.Commit(tmp, options.Force);
             string modelPath = Path.Combine(outDir, LongCtxFiles.Model);

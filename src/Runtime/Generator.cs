@@ -60,8 +60,9 @@ public sealed class Generator : IDisposable
     public float[] Prefill(IReadOnlyList<int> ids, int chunk = 0, IProgress<int>? progress = null, CancellationToken ct = default)
     {
         if (ids.Count == 0) throw new ArgumentException($"{_model.Name}: empty prompt");
-        CheckFits(ids.Count);
         CheckVocabulary(ids);
+        if (Length == 0 && _model.TokenFilter is { } filter) ids = filter.Select(ids, chunk, ct); // GemFilter: the full model sees the kept tokens only
+        CheckFits(ids.Count);
         int step = chunk <= 0 ? ids.Count : chunk;
         if (Cache.MaxStep is int most) step = Math.Min(step, most); // an evicting cache takes at most this many per call
         if (!_model.SupportsChunkedPrefill) step = Length == 0 ? ids.Count : 1;
@@ -76,6 +77,7 @@ public sealed class Generator : IDisposable
             progress?.Report(i);
             if (!_model.SupportsChunkedPrefill) step = 1;
         }
+        Cache.EndOfPrompt();
         return logits;
     }
 
@@ -182,6 +184,7 @@ public sealed class Generator : IDisposable
 
     private void CheckVocabulary(ReadOnlySpan<int> ids)
     {
+        if (_model.IsTokenFilter) return; // GemFilter's filter: its "logits" are a query, the full model checked the ids
         for (int i = 0; i < ids.Length; i++)
             if ((uint)ids[i] >= (uint)_c.VocabSize)
                 throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {Length + i} is outside the vocabulary [0, {_c.VocabSize})");
@@ -189,6 +192,7 @@ public sealed class Generator : IDisposable
 
     private void CheckVocabulary(IReadOnlyList<int> ids)
     {
+        if (_model.IsTokenFilter) return;
         for (int i = 0; i < ids.Count; i++)
             if ((uint)ids[i] >= (uint)_c.VocabSize)
                 throw new ArgumentException($"{_model.Name}: token id {ids[i]} at position {Length + i} is outside the vocabulary [0, {_c.VocabSize})");

@@ -30,6 +30,9 @@ public abstract class KvCacheManager : IDisposable
     /// <summary>Called before a step's inputs are built, so an evicting cache can make room (and shrink <see cref="Length"/>, which sizes the attention mask).</summary>
     public virtual void Reserve(int newTokens) { }
 
+    /// <summary>Called when a prompt has been prefilled (before decoding starts): an evicting cache compresses here.</summary>
+    public virtual void EndOfPrompt() { }
+
     /// <summary>Most tokens the cache can hold, or null when it grows without bound.</summary>
     public abstract int? Capacity { get; }
 
@@ -52,7 +55,7 @@ public abstract class KvCacheManager : IDisposable
     }
 
     /// <summary>Graph outputs that carry the updated cache, in the order <see cref="Accept"/> receives them.</summary>
-    public IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).Distinct().ToArray(); // a packed layer has one
+    public virtual IReadOnlyList<string> OutputNames => _outputs ??= Contract.Layers.SelectMany(l => new[] { l.PresentKey, l.PresentValue }).Distinct().ToArray(); // a packed layer has one
     private string[]? _outputs;
 
     /// <summary>Appends the cache inputs for a step that feeds <paramref name="newTokens"/> tokens; values in <paramref name="owned"/> are disposed by the caller after the run.</summary>

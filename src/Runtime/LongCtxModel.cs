@@ -32,7 +32,21 @@ public sealed class LongCtxModel : IDisposable
             : new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
         MaxContext = contract.StaticCapacity ?? Runtime.MaxContext ?? Runtime.MaxPositionEmbeddings;
         Streaming = StreamingPolicy.From(Runtime, name);
+        try { Evict = KvEvictPolicy.From(Runtime, name); }
+        catch (ManifestException e) { throw new RuntimeException(e.Message, e); }
+        _log = options.Log ?? (s => Console.Error.WriteLine("lcc: " + s));
     }
+
+    private readonly Action<string> _log;
+
+    /// <summary>GemFilter's filter of a model compiled with <c>--token-filter</c> (null otherwise): a fresh sequence's prompt goes through it first.</summary>
+    public Eviction.GemFilter? TokenFilter { get; private set; }
+
+    /// <summary>Whether this is GemFilter's filter model (its "logits" output is a query, not a vocabulary).</summary>
+    internal bool IsTokenFilter { get; set; }
+
+    /// <summary>The KV eviction of a model compiled with <c>--kv-evict</c> (null otherwise); its generators get an <see cref="Eviction.EvictingKvCache"/>.</summary>
+    public KvEvictPolicy? Evict { get; }
 
     /// <summary>The streaming KV policy of a model compiled with <c>--attention streaming</c> (null otherwise).</summary>
     public StreamingPolicy? Streaming { get; }
@@ -100,12 +114,20 @@ public sealed class LongCtxModel : IDisposable
         ReferenceEquals(cache.Contract, Contract) ? new(this, cache) : throw new ArgumentException($"{Name}: the cache was built for another model's contract");
 
     /// <summary>A fresh cache of the kind this model's generators use.</summary>
-    public KvCacheManager CreateCache() => KvCache == KvCacheMode.Shared && Streaming is { } sp
+    public KvCacheManager CreateCache() => Evict is { } ev ? EvictingCache(ev)
+        : KvCache == KvCacheMode.Shared && Streaming is { } sp
         ? new StreamingKvCache(Contract, Name, sp, StreamingStep)
         : KvCache == KvCacheMode.Shared
         ? new SharedBufferKvCache(Contract, Name, SharedBufferLength, SharedBufferGrows, MaxContext,
             Provider == ExecutionProviderKind.Cpu ? null : new OrtAllocator(_session, KvMemory))
         : KvCacheManager.Create(Contract);
+
+    private Eviction.EvictingKvCache EvictingCache(KvEvictPolicy ev)
+    {
+        if (KvCache != KvCacheMode.Shared || Provider != ExecutionProviderKind.Cpu)
+            throw new RuntimeException($"{Name}: --kv-evict {ev.Method} compacts the shared KV buffer in host memory; run on CPU with --kv-cache auto or shared" + (KvCacheNote is { } why ? $" ({why})" : ""));
+        return new Eviction.EvictingKvCache(new SharedBufferKvCache(Contract, Name, SharedBufferLength, SharedBufferGrows, MaxContext), ev, Name, s => _log("note: " + s));
+    }
 
     /// <summary>
     /// Loads a bare .onnx or a compiled folder (model.onnx [+ data] + longctx.json). Registers
@@ -162,6 +184,8 @@ public sealed class LongCtxModel : IDisposable
             var contract = DecoderContract.Discover(name, built.Session.InputMetadata, built.Session.OutputMetadata);
             var tokenizer = Tokenizers.TryLoad(dir);
             var model = new LongCtxModel(name, modelPath, built.Session, built.Provider, contract, manifest, opsets, tokenizer, options);
+            if (manifest is not null && Path.GetFileName(modelPath) == LongCtxFiles.Model && TokenFilterPolicy.From(manifest.Runtime, name) is { } tf)
+                model.TokenFilter = Eviction.GemFilter.Load(dir, name, tf, options); // the filter model itself (filter.onnx) filters nothing
             if (recorded.caps is { } c)
             {
                 model.UseRecordedKvCache(options, c, log);
@@ -333,7 +357,7 @@ public sealed class LongCtxModel : IDisposable
         for (int i = 0; i < names.Count; i++) binding.BindInput(names[i], values[i]);
         binding.BindOutputToDevice(outputs[0], OrtMemoryInfo.DefaultInstance);
         for (int i = 1; i < outputs.Count; i++)
-            if (buffers is not null) binding.BindOutput(outputs[i], buffers[i - 1]);
+            if (buffers is not null && i - 1 < buffers.Count) binding.BindOutput(outputs[i], buffers[i - 1]);
             else binding.BindOutputToDevice(outputs[i], KvMemory);
         binding.SynchronizeBoundInputs();
         _session.RunWithBinding(ro, binding);
@@ -346,6 +370,7 @@ public sealed class LongCtxModel : IDisposable
 
     public void Dispose()
     {
+        TokenFilter?.Dispose();
         _session.Dispose();
         if (!ReferenceEquals(KvMemory, OrtMemoryInfo.DefaultInstance)) KvMemory.Dispose();
     }

@@ -113,6 +113,9 @@ public sealed class SharedBufferKvCache : KvCacheManager
         _length = length;
     }
 
+    /// <summary>Forgets every row from <paramref name="length"/> on (an evicting cache compacted the buffers in place).</summary>
+    internal void Truncate(int length) => _length = length <= _length && length >= 0 ? length : throw new ArgumentOutOfRangeException(nameof(length), $"{_model}: cannot truncate {_length} cached tokens to {length}");
+
     private OrtValue Allocate(int capacity)
     {
         // not zeroed: the kernels read only rows [0, seqlens_k] (written before they are read), so a large buffer stays

@@ -2,6 +2,7 @@ using System.CommandLine;
 using LongCtx.Compiler;
 using LongCtx.Compiler.Passes;
 using LongCtx.Passes;
+using LongCtx.Passes.Eviction;
 
 namespace LongCtx.Cli.Commands;
 
@@ -23,10 +24,13 @@ internal static class CompileCommand
         { model, output, force, listPasses, verify, trace, stepLimit, explain, threshold };
         RopeOptions.AddTo(cmd);
         AttentionOptions.AddTo(cmd);
+        EvictOptions.AddTo(cmd);
+        TokenFilterOptions.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
             var attention = AttentionOptions.Step(pr);
-            IReadOnlyList<PipelineStep> steps = Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention);
+            var filter = TokenFilterOptions.Options(pr);
+            IReadOnlyList<PipelineStep> steps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr), TokenFilterOptions.Step(filter));
             if (pr.GetValue(listPasses))
             {
                 Console.WriteLine("pipeline:");
@@ -43,11 +47,19 @@ internal static class CompileCommand
             }
             var input = pr.GetValue(model) ?? throw new ArgumentException("give a model to compile (lcc compile MODEL -o OUTDIR)");
             var outDir = pr.GetValue(output) ?? throw new ArgumentException("give an output folder with -o OUTDIR");
+            if (filter is not null && GemFilterSettings.Parse(filter).Layer is null && filter.GetValueOrDefault("calibration") is { } calibration)
+            {
+                // GemFilter without layer=: a sweep over the filter layers on the calibration prompts picks it first
+                var baseSteps = Pipelines.WithEviction(Pipelines.WithMethods(RopeOptions.Steps(pr, attention is not null), attention), EvictOptions.Step(pr));
+                filter = GemFilterCalibration.ChooseLayer(input.FullName, baseSteps, filter, calibration, pr.GetValue(RopeOptions.Context), ct);
+                steps = Pipelines.WithEviction(baseSteps, null, TokenFilterOptions.Step(filter));
+            }
             var opts = new CompileOptions
             {
                 Force = pr.GetValue(force),
                 Passes = new PassManagerOptions { Verify = pr.GetValue(verify), Trace = pr.GetValue(trace), StepLimit = pr.GetValue(stepLimit), Explain = pr.GetValue(explain), TargetContext = pr.GetValue(RopeOptions.Context), Log = s => Console.Error.WriteLine(s) },
                 Save = new() { ExternalDataThreshold = pr.GetValue(threshold) },
+                Companions = TokenFilterOptions.Companions(filter),
             };
             var r = CompileJob.Run(input.FullName, outDir.FullName, Pipelines.Instantiate(steps), opts, ct);
             foreach (var p in r.Pipeline.Passes)

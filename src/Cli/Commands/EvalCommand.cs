@@ -22,9 +22,10 @@ internal static class EvalCommand
         var jsonOut = new Option<FileInfo?>("--json-out") { Description = "write the result (accuracy, per-prompt predictions) as JSON" };
         var multiTurn = new Option<int>("--multi-turn") { Description = "ask N questions about each haystack in turns on one reused KV cache (SCBench style; needs config.json with the key-value vocabulary next to the needle file); prints accuracy and time to first token per turn, reuse vs recompute", DefaultValueFactory = _ => 0 };
         var noRecompute = new Option<bool>("--no-recompute") { Description = "with --multi-turn: skip the recompute baseline (each turn prefilled from scratch)" };
+        var beforeQuestion = new Option<bool>("--evict-before-question") { Description = "models compiled with --kv-evict: compress the cache after the haystack, then feed the question (default: compress with the question, before the last token)" };
         var prefix = new PrefixCacheOption();
         var rt = new RuntimeCliOptions();
-        var cmd = new Command("eval", "Needle-retrieval accuracy: argmax of the last-position logits == expected next token") { model, needle, limit, chunk, jsonOut, multiTurn, noRecompute };
+        var cmd = new Command("eval", "Needle-retrieval accuracy: argmax of the last-position logits == expected next token") { model, needle, limit, chunk, jsonOut, multiTurn, noRecompute, beforeQuestion };
         prefix.AddTo(cmd);
         rt.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
@@ -37,17 +38,24 @@ internal static class EvalCommand
             var items = NeedleEval.Read(file.FullName, turns > 0 ? 0 : pr.GetValue(limit)); // --multi-turn: --limit counts conversations
             if (items.Count == 0) throw new ArgumentException($"{file.FullName}: no prompts (empty needle file); nothing to evaluate");
             using var m = RuntimeCliOptions.Load(pr.GetValue(model)!, rt.Build(pr));
+            if (pr.GetValue(beforeQuestion) && m.Evict is null && m.TokenFilter is null)
+                throw new ArgumentException($"--evict-before-question: {m.Name} evicts nothing; compile it with lcc compile --kv-evict or --token-filter");
             var cache = prefix.Build(pr, m);
+            if (cache is not null && (m.Evict is not null || m.TokenFilter is not null))
+                throw new ArgumentException($"--prefix-cache: {m.Name} evicts or filters prompt tokens (--kv-evict / --token-filter), so its cache is not a reusable prefix; drop --prefix-cache");
             if (turns > 0) return MultiTurn(m, file, items, turns, pr.GetValue(limit), pr.GetValue(chunk), !pr.GetValue(noRecompute), cache, jsonPath, ct);
+            // GemFilter with the question: the filter's last query is the prompt's own last token (no cut)
+            Func<NeedleItem, int>? cut = m.Evict is null && (m.TokenFilter is null || !pr.GetValue(beforeQuestion)) ? null
+                : pr.GetValue(beforeQuestion) ? EvictionSplit.BeforeQuestion(EvictionSplit.QueryToken(file.FullName), file.Name) : EvictionSplit.QuestionIncluded;
             NeedleResult? result = null;
             if (Console.IsErrorRedirected)
-                result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), null, ct, cache);
+                result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), null, ct, cache, cut);
             else
                 AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }).Progress()
                     .Start(ctx =>
                     {
                         var task = ctx.AddTask($"eval {file.Name}", maxValue: items.Count);
-                        result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), new Progress<int>(i => task.Value = i), ct, cache);
+                        result = NeedleEval.Run(m, file.FullName, items, pr.GetValue(chunk), new Progress<int>(i => task.Value = i), ct, cache, cut);
                     });
             var r = result!;
             Console.Out.WriteLine($"{r.Model}  {r.File}  n={r.N}  correct={r.Correct}  accuracy={r.Accuracy:F3}  chunk={(r.Chunked ? r.Chunk.ToString() : "one-piece")}  {r.Seconds:F1}s");

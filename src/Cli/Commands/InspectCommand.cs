@@ -78,6 +78,19 @@ internal static class InspectCommand
                   .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
             }
         }
+        if (KvEvictPolicy.From(m.Runtime, "longctx.json") is { } ev)
+            sb.Append(EvictLine(ev)).Append('\n');
+        if (TokenFilterPolicy.From(m.Runtime, "longctx.json") is { } tf)
+            sb.Append($"  token filter: {tf.Method} layer={tf.Layer} keep={(tf.Keep < 1 ? $"{tf.Keep * 100:0.##}%" : $"{tf.Keep:0}")} recent={tf.Recent} pool={tf.Pool}; filter model {tf.File} (layers 0-{tf.Layer}), then the full model prefills the kept tokens\n");
         return sb.ToString();
+    }
+
+    /// <summary>The kv-evict policy in one line: method, sizes, and the layers the runtime scores.</summary>
+    internal static string EvictLine(KvEvictPolicy ev)
+    {
+        static string S(double v) => v < 1 ? $"{v * 100:0.##}%" : $"{v:0}";
+        string sizes = ev.Method == "h2o" ? $"heavy={S(ev.Heavy)} recent={S(ev.Recent)}"
+            : $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool}" + (ev.Method == "pyramidkv" ? $" beta={ev.Beta:0.##}" : "");
+        return $"  kv eviction: {ev.Method} {sizes}; the runtime scores {ev.Layers.Count} layers from their exposed queries ({string.Join(", ", ev.Layers.Select(l => l.Query))})";
     }
 }

@@ -14,7 +14,8 @@ public sealed record NeedleResult(string Model, string File, int N, int Correct,
 /// <summary>
 /// Greedy next-token accuracy: argmax of the logits at the last prompt position == expected
 /// (the metric of recall-public/baseline.json). Each prompt goes through a fresh KV cache in
-/// chunks of <c>chunk</c> tokens.
+/// chunks of <c>chunk</c> tokens. With <c>cut</c> (an evicting model, <see cref="EvictionSplit"/>) the prompt is prefilled up
+/// to the cut, the cache compresses, and the rest is fed through the compressed cache.
 /// </summary>
 public static class NeedleEval
 {
@@ -57,7 +58,7 @@ public static class NeedleEval
 
     /// <param name="prefixCache">when given, each prompt reuses the cached KV of its longest cached prefix</param>
     public static NeedleResult Run(LongCtxModel model, string file, IReadOnlyList<NeedleItem> items, int chunk,
-        IProgress<int>? progress = null, CancellationToken ct = default, PrefixCache? prefixCache = null)
+        IProgress<int>? progress = null, CancellationToken ct = default, PrefixCache? prefixCache = null, Func<NeedleItem, int>? cut = null)
     {
         var sw = Stopwatch.StartNew();
         var preds = new int[items.Count];
@@ -66,7 +67,8 @@ public static class NeedleEval
         {
             ct.ThrowIfCancellationRequested();
             g.Reset();
-            var logits = prefixCache is null ? g.Prefill(items[i].Prompt, chunk, null, ct) : prefixCache.Prefill(g, items[i].Prompt, chunk, ct);
+            var logits = cut is not null ? EvictionSplit.Run(g, items[i].Prompt, cut(items[i]), chunk, ct)
+                : prefixCache is null ? g.Prefill(items[i].Prompt, chunk, null, ct) : prefixCache.Prefill(g, items[i].Prompt, chunk, ct);
             preds[i] = Sampler.ArgMax(logits);
             progress?.Report(i + 1);
         }

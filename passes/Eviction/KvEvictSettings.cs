@@ -1,0 +1,75 @@
+using System.Globalization;
+using LongCtx.Compiler.Passes;
+
+namespace LongCtx.Passes.Eviction;
+
+/// <summary>
+/// Options of <c>--kv-evict METHOD[:k=v,...]</c> (pass <c>kv-evict</c>), as data: each method's keys with defaults and
+/// meaning. Sizes take a token count (<c>budget=512</c>) or a fraction of the prompt (<c>budget=10%</c> or <c>0.1</c>).
+/// <list type="bullet">
+/// <item><c>snapkv</c> (Li et al. 2024, arXiv:2404.14469): budget (tokens per KV head, window included), window (the
+/// observation window: last queries that vote, always kept), pool (max-pool kernel over the votes).</item>
+/// <item><c>pyramidkv</c> (Cai et al. 2024, arXiv:2406.02069): as snapkv, with the selected part of the budget falling
+/// linearly from the first to the last layer (mean = budget - window, top layer = (budget - window) / beta).</item>
+/// <item><c>h2o</c> (Zhang et al. 2023, arXiv:2306.14048): heavy (heavy hitters by accumulated attention mass) and
+/// recent (most recent tokens), a fixed budget kept at every decode step.</item>
+/// </list>
+/// </summary>
+public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent)
+{
+    /// <summary>Method -> (option, default, help).</summary>
+    public static IReadOnlyDictionary<string, IReadOnlyList<(string Key, string Default, string Help)>> Methods { get; } =
+        new Dictionary<string, IReadOnlyList<(string, string, string)>>(StringComparer.Ordinal)
+        {
+            ["snapkv"] = [("budget", "20%", "tokens kept per KV head, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel")],
+            ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part")],
+            ["h2o"] = [("heavy", "10%", "heavy hitters kept"), ("recent", "10%", "recent tokens kept")],
+        };
+
+    /// <summary>The pass options of a CLI spec <c>METHOD[:k=v,...]</c>; unknown methods and keys are one-line errors.</summary>
+    public static IReadOnlyDictionary<string, string> FromSpec(string spec)
+        => MethodSpec.Parse(spec, "--kv-evict", m => Methods.GetValueOrDefault(m), Methods.Keys, "snapkv:budget=10%,window=32,pool=7");
+
+    /// <summary>The settings from pass options (defaults filled in); bad values are one-line errors naming the option.</summary>
+    public static KvEvictSettings Parse(IReadOnlyDictionary<string, string> options)
+    {
+        string method = options.GetValueOrDefault("method") ?? throw new ArgumentException("kv-evict: option 'method' is missing (snapkv, pyramidkv, h2o)");
+        if (!Methods.TryGetValue(method, out var keys)) throw new ArgumentException($"--kv-evict {method}: unknown method; valid: {string.Join(", ", Methods.Keys)}");
+        string Get(string k) => options.GetValueOrDefault(k) ?? keys.FirstOrDefault(x => x.Key == k).Default ?? "0";
+        int Int(string k, int min)
+        {
+            var s = Get(k);
+            return int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min ? v
+                : throw new ArgumentException($"--kv-evict {method}: {k}={s} is not an integer >= {min}");
+        }
+        double Size(string k)
+        {
+            var s = Get(k);
+            bool pct = s.EndsWith('%');
+            if (!double.TryParse(pct ? s[..^1] : s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || double.IsNaN(v)) v = -1;
+            if (pct) v /= 100;
+            bool ok = v > 0 && (v < 1 || v == Math.Floor(v));
+            return ok ? v : throw new ArgumentException($"--kv-evict {method}: {k}={s} is neither a token count (>= 1) nor a fraction of the prompt (0-100% or 0-1)");
+        }
+        return method switch
+        {
+            "h2o" => new(method, 0, 0, 1, 1, Size("heavy"), Size("recent")),
+            _ => new(method, Size("budget"), Int("window", 1), Int("pool", 1), method == "pyramidkv" ? ParseBeta(Get("beta"), method) : 1, 0, 0),
+        };
+    }
+
+    private static double ParseBeta(string s, string method) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double b) && b >= 1 ? b
+        : throw new ArgumentException($"--kv-evict {method}: beta={s} must be a number >= 1");
+
+    /// <summary>How the method reads in notes and <c>lcc inspect</c>.</summary>
+    public override string ToString()
+    {
+        static string S(double v) => v < 1 ? (v * 100).ToString("0.##", CultureInfo.InvariantCulture) + "%" : v.ToString(CultureInfo.InvariantCulture);
+        return Method == "h2o" ? $"h2o heavy={S(Heavy)} recent={S(Recent)}"
+            : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "");
+    }
+
+    /// <summary>The pipeline step for a CLI spec.</summary>
+    public static PipelineStep Step(string spec) => new("kv-evict", FromSpec(spec));
+}
