@@ -28,12 +28,21 @@ internal sealed class KvStoreCliOptions
             if (pr.GetValue(SaveKv) is null) throw new ArgumentException("--kv-codec chooses how --save-kv stores the cache; give --save-kv FILE too");
             KvCodecs.Get(spec); // a bad codec is reported before any work
         }
-        if (pr.GetValue(LoadKv) is not { } file) return new Conversation(m, prefixCache);
+        if (pr.GetValue(LoadKv) is not { } file) return Saveable(new Conversation(m, prefixCache), pr);
         if (prefixCache is not null)
             throw new ArgumentException("--prefix-cache and --load-kv both supply a cached prefix; give one of them");
         var sw = Stopwatch.StartNew();
         var conv = Conversation.Load(m, file.FullName);
         Console.Error.WriteLine($"lcc: loaded {conv.Length} cached tokens from {file.Name} ({KvStoreFile.ReadHeader(file.FullName).Codec}, {file.Length} bytes) into a {conv.Cache.GetType().Name} in {sw.Elapsed.TotalMilliseconds:F0} ms");
+        return conv;
+    }
+
+    /// <summary>With --save-kv, a cache that cannot be copied to the host (an evicting cache, device buffers) is refused before any work.</summary>
+    private Conversation Saveable(Conversation conv, ParseResult pr)
+    {
+        if (pr.GetValue(SaveKv) is null) return conv;
+        try { KvTransfer.RequireSnapshots(conv.Cache); }
+        catch { conv.Dispose(); throw; }
         return conv;
     }
 

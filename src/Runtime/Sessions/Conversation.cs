@@ -218,8 +218,10 @@ public sealed class Conversation : IDisposable
         _transcript.AddRange(pending);
         _pending = pending.Length;
         _held.AddRange(offered[..took]);
-        int dropped = Evicted - evictedBefore; // a streaming cache drops the oldest tokens after its sinks
-        if (dropped > 0) _held.RemoveRange(Model.Streaming!.Sink, dropped);
+        // a streaming cache drops the oldest tokens after its sinks; an evicting cache (SnapKV, H2O: rows kept per head,
+        // no one token list) refuses snapshots (KvTransfer.RequireSnapshots), so for it only _held's count matters
+        int dropped = Evicted - evictedBefore, from = Model.Streaming?.Sink ?? 0;
+        if (dropped > 0) _held.RemoveRange(from, Math.Min(dropped, _held.Count - from));
     }
 
     private void Trim(int tokens)
