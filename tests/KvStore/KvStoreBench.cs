@@ -4,6 +4,7 @@ using NUnit.Framework;
 using LongCtx.Compiler.OnnxIO;
 using LongCtx.Runtime;
 using LongCtx.Runtime.KvStore;
+using LongCtx.Runtime.Sessions;
 using LongCtx.Tests.Rope;
 using LongCtx.Tests.Runtime;
 
@@ -12,7 +13,7 @@ namespace LongCtx.Tests.KvStore;
 /// <summary>
 /// KV-store benchmark on recall-public (YaRN-scaled to the prompt length, where the PyTorch baseline is 1.0): per
 /// prompt, prefill the haystack (prompt minus QUERY KEY ANSWER), export, answer with the live cache, then for each codec
-/// (order rotated per prompt, so the codecs are interleaved) save, load into a fresh cache and answer. Prints bytes per
+/// (order rotated per prompt, so the codecs are interleaved) save, load into a fresh cache (the model's default kind) and answer. Prints bytes per
 /// token, save / load (file to cache) time against the prefill, accuracy and logit / KV error. Settings from the
 /// environment: LONGCTX_KVBENCH_N (prompts, 10), LONGCTX_KVBENCH_LEN (256..4096, 4096), LONGCTX_KVBENCH_CODECS
 /// (';'-separated --kv-codec specs, "raw;int8;cachegen"), LONGCTX_KVBENCH_MODEL (a model or compiled folder to use
@@ -48,7 +49,7 @@ public sealed class KvStoreBench
                 OnnxWriter.Save(graph, modelPath, new SaveOptions { AllInline = true });
             }
             using var model = LongCtxModel.Load(modelPath, RuntimeFixtures.Cpu() with { IntraOpThreads = 0 });
-            string hash = KvModelHash.Of(model);
+            string hash = model.ModelHash;
             var items = LongCtx.Runtime.Eval.NeedleEval.Read(Path.Combine(RuntimeFixtures.Recall, $"eval_{len}.jsonl"), n);
             var rows = specs.Select(s => new Row(s)).ToArray();
             long fullCorrect = 0;
@@ -62,7 +63,7 @@ public sealed class KvStoreBench
                 var sw = Stopwatch.StartNew();
                 g.Prefill(hay, 2048);
                 prefillMs += sw.Elapsed.TotalMilliseconds;
-                var snap = g.Cache.ExportSnapshot(hash, hay);
+                var snap = KvTransfer.Export(g.Cache, hash, 0, hay, hay.Length);
                 var want = g.Forward(question);
                 fullCorrect += Sampler.ArgMax(want) == items[i].Expected ? 1 : 0;
                 for (int k = 0; k < rows.Length; k++)
@@ -76,8 +77,8 @@ public sealed class KvStoreBench
                     r.Tokens += hay.Length;
                     sw.Restart();
                     var back = KvStoreFile.Load(path, hash);
-                    using var g2 = model.CreateGenerator(KvCacheManager.Create(model.Contract));
-                    g2.Cache.ImportSnapshot(back);
+                    using var g2 = model.CreateGenerator(); // the model's default cache, as lcc run --load-kv
+                    KvTransfer.Import(g2.Cache, [back], back.NextPosition);
                     r.LoadMs += sw.Elapsed.TotalMilliseconds;
                     var got = g2.Forward(question);
                     r.Correct += Sampler.ArgMax(got) == items[i].Expected ? 1 : 0;

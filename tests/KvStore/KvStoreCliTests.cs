@@ -27,6 +27,22 @@ public sealed class KvStoreCliTests() : TempDirTest("kvcli")
         Assert.That(loaded.Stdout.Trim(), Is.EqualTo(whole.Stdout.Trim()).And.EqualTo(item.Expected.ToString()));
     }
 
+    /// <summary>--load-kv restores into the model's default cache, here a compiled model's shared buffer (not only concat).</summary>
+    [Test]
+    public void CompiledModel_LoadsIntoItsSharedBuffer_AndGeneratesWhatTheWholePromptGenerates()
+    {
+        var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
+        var compiled = Path.Combine(Dir, "c");
+        Assert.That(CliRunner.Run("compile", model, "-o", compiled).ExitCode, Is.EqualTo(0));
+        var kv = Path.Combine(Dir, "c.lckv");
+        Assert.That(CliRunner.Run("run", compiled, "--prompt-ids", "1,20,90,5,6", "--max-new-tokens", "0", "--ep", "cpu", "--save-kv", kv, "--kv-codec", "raw").ExitCode, Is.EqualTo(0));
+        var whole = CliRunner.Run("run", compiled, "--prompt-ids", "1,20,90,5,6,3,20,4", "--max-new-tokens", "3", "--ep", "cpu");
+        var loaded = CliRunner.Run("run", compiled, "--load-kv", kv, "--prompt-ids", "3,20,4", "--max-new-tokens", "3", "--ep", "cpu");
+        Assert.That(loaded.ExitCode, Is.EqualTo(0), loaded.Stderr);
+        Assert.That(loaded.Stderr, Does.Contain("loaded 5 cached tokens from c.lckv (raw").And.Contain("into a SharedBufferKvCache"));
+        Assert.That(loaded.Stdout.Trim(), Is.EqualTo(whole.Stdout.Trim()));
+    }
+
     [Test]
     public void ResavingAfterLoad_KeepsTheLoadedAndTheNewTokens()
     {

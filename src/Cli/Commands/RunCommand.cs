@@ -1,5 +1,6 @@
 using System.CommandLine;
 using LongCtx.Runtime;
+using LongCtx.Runtime.Sessions;
 using Spectre.Console;
 
 namespace LongCtx.Cli.Commands;
@@ -44,17 +45,12 @@ internal static class RunCommand
                 TopK = pr.GetValue(topK), TopP = pr.GetValue(topP), Seed = pr.GetValue(seed),
                 StopTokens = pr.GetValue(stop) is { } st ? RuntimeCliOptions.ParseIds(st) : [],
             };
-            using var g = kv.CreateGenerator(m, pr);
             var cache = prefix.Build(pr, m);
-            if (cache is not null && kv.Cached.Length > 0)
-                throw new ArgumentException("--prefix-cache and --load-kv both supply a cached prefix; give one of them");
-            int hit = cache?.Restore(g, tokens) ?? 0;
-            var emitted = new List<int>();
-            Stream(m, g, tokens.Skip(hit).ToArray(), opts, emitted, ct).GetAwaiter().GetResult();
-            cache?.Store(g, tokens);
-            Console.Error.WriteLine($"lcc: {tokens.Count} prompt tokens, finished: {g.LastFinishReason}");
+            using var conv = kv.CreateConversation(m, pr, cache); // the session restores and stores prefix-cache blocks
+            Stream(m, conv, tokens, opts, ct).GetAwaiter().GetResult();
+            Console.Error.WriteLine($"lcc: {tokens.Count} prompt tokens, finished: {conv.LastFinishReason}");
             PrefixCacheOption.Report(cache);
-            kv.SaveIfAsked(m, g, tokens.Concat(emitted), pr);
+            kv.SaveIfAsked(conv, pr);
             return Cli.Ok;
         })));
         return cmd;
@@ -83,12 +79,12 @@ internal static class RunCommand
         return m.Tokenizer.Encode(text!);
     }
 
-    private static async Task Stream(LongCtxModel m, Generator g, IReadOnlyList<int> tokens, GenerationOptions opts, List<int> emitted, CancellationToken ct)
+    private static async Task Stream(LongCtxModel m, Conversation conv, IReadOnlyList<int> tokens, GenerationOptions opts, CancellationToken ct)
     {
         bool bar = !Console.IsErrorRedirected && opts.Chunk > 0 && tokens.Count > opts.Chunk && m.SupportsChunkedPrefill;
         ProgressTask? task = null;
         var progress = bar ? new Progress<int>(i => { if (task is not null) task.Value = i; }) : null;
-        await using var e = g.GenerateAsync(tokens, opts, ct, progress).GetAsyncEnumerator(ct);
+        await using var e = conv.GenerateAsync(tokens, opts, ct, progress).GetAsyncEnumerator(ct);
         bool has;
         if (bar)
         {
@@ -105,7 +101,6 @@ internal static class RunCommand
         else has = await e.MoveNextAsync();
         for (int n = 0; has; n++)
         {
-            emitted.Add(e.Current);
             Console.Out.Write(m.Tokenizer is { } tk ? tk.Decode([e.Current]) : (n > 0 ? " " : "") + e.Current);
             Console.Out.Flush();
             has = await e.MoveNextAsync();

@@ -5,7 +5,7 @@ namespace LongCtx.Runtime.KvStore;
 /// saves and loads. Keys are as cached (after RoPE). Values are fp32 whatever the cache's element type; a codec decides
 /// how they are stored on disk.
 /// </summary>
-/// <param name="ModelHash">Identity of the model the cache belongs to; loading into a model with another hash is refused.</param>
+/// <param name="ModelHash">Identity of the model the cache belongs to (<see cref="LongCtxModel.ModelHash"/>, the one model hash); loading into a model with another hash is refused.</param>
 /// <param name="Layers">Attention layers.</param>
 /// <param name="KvHeads">KV heads per layer.</param>
 /// <param name="HeadDim">Channels per head.</param>

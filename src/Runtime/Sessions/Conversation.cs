@@ -10,7 +10,9 @@ namespace LongCtx.Runtime.Sessions;
 /// token of a generation is not in the cache yet (the decoder has not seen it): it is kept as pending and fed in front
 /// of the next turn, so the transcript stays whole; a stop token is not kept. <see cref="Fork"/> copies the session
 /// (independent caches), <see cref="Truncate"/> drops the tail, <see cref="Snapshot"/> / <see cref="Restore"/> move the
-/// cache through a <see cref="KvSnapshot"/> (refused across models: <see cref="LongCtxModel.ModelHash"/>).
+/// cache through a <see cref="KvSnapshot"/> (refused across models: <see cref="LongCtxModel.ModelHash"/>);
+/// <see cref="Save"/> / <see cref="Load"/> persist it in a KV-store file (<see cref="KvStoreFile"/>, what
+/// <c>lcc run --save-kv / --load-kv</c> use).
 /// Works with every cache kind (concat, static, shared buffer). A streaming cache (sinks + window) may append, fork,
 /// snapshot and restore; it cannot truncate once it has evicted (the dropped tokens are gone) and it never uses the
 /// prefix cache (an evicted cache is not the KV of its prefix). Not thread-safe: one session per caller; sessions on
@@ -77,20 +79,23 @@ public sealed class Conversation : IDisposable
     public List<int> Generate(IReadOnlyList<int> turn, GenerationOptions? options = null, CancellationToken ct = default)
     {
         var result = new List<int>();
-        foreach (var t in Steps(turn, options, ct)) result.Add(t);
+        foreach (var t in Steps(turn, options, ct, null)) result.Add(t);
         return result;
     }
 
-    /// <summary>Streams what <see cref="Generate"/> returns; each decoder call runs on the thread pool.</summary>
+    /// <summary>
+    /// Streams what <see cref="Generate"/> returns; each decoder call runs on the thread pool. <paramref name="progress"/>
+    /// gets the prefill's fed-token count (as <see cref="Generator.GenerateAsync"/>).
+    /// </summary>
     public async IAsyncEnumerable<int> GenerateAsync(IReadOnlyList<int> turn, GenerationOptions? options = null,
-        [EnumeratorCancellation] CancellationToken ct = default)
+        [EnumeratorCancellation] CancellationToken ct = default, IProgress<int>? progress = null)
     {
-        using var e = Steps(turn, options, ct).GetEnumerator();
+        using var e = Steps(turn, options, ct, progress).GetEnumerator();
         while (await Task.Run(e.MoveNext, ct).ConfigureAwait(false))
             yield return e.Current;
     }
 
-    private IEnumerable<int> Steps(IReadOnlyList<int> turn, GenerationOptions? options, CancellationToken ct)
+    private IEnumerable<int> Steps(IReadOnlyList<int> turn, GenerationOptions? options, CancellationToken ct, IProgress<int>? progress)
     {
         var tokens = Input(turn);
         int evicted = Evicted, start = NextPosition;
@@ -100,7 +105,7 @@ public sealed class Conversation : IDisposable
         var generated = new List<int>();
         try
         {
-            foreach (var t in _g.Steps(tokens[LastPrefixHit..], options ?? new(), ct, null))
+            foreach (var t in _g.Steps(tokens[LastPrefixHit..], options ?? new(), ct, progress))
             {
                 generated.Add(t);
                 yield return t;
@@ -159,6 +164,26 @@ public sealed class Conversation : IDisposable
         _transcript.AddRange(snapshot.Tokens);
     }
 
+    /// <summary>
+    /// Stores <see cref="Snapshot"/> in the KV-store file <paramref name="path"/>, encoded by <paramref name="codec"/>
+    /// (<see cref="KvCodecs.Get"/>: raw is exact), written atomically. Pending tokens are not in the cache, so not saved.
+    /// </summary>
+    public void Save(string path, IKvCodec codec) => KvStoreFile.Save(path, Snapshot(), codec);
+
+    /// <summary>
+    /// A session on <paramref name="model"/> restored from the KV-store file <paramref name="path"/> (written by
+    /// <see cref="Save"/>), on the model's default cache kind. The file is checked whole (version, this model's hash,
+    /// checksums) and decoded before a cache is touched; any failure is a one-line exception and returns nothing.
+    /// </summary>
+    public static Conversation Load(LongCtxModel model, string path, PrefixCache? prefixCache = null)
+    {
+        var snapshot = KvStoreFile.Load(path, model.ModelHash);
+        var conv = new Conversation(model, prefixCache);
+        try { conv.Restore(snapshot); }
+        catch { conv.Dispose(); throw; }
+        return conv;
+    }
+
     private bool UsePrefixCache => _prefix is not null && _prefix.Usable(_g.Cache) && _g.Length == 0;
 
     private int Evicted => NextPosition - Length;
@@ -193,8 +218,10 @@ public sealed class Conversation : IDisposable
         _transcript.AddRange(pending);
         _pending = pending.Length;
         _held.AddRange(offered[..took]);
-        int dropped = Evicted - evictedBefore; // a streaming cache drops the oldest tokens after its sinks
-        if (dropped > 0) _held.RemoveRange(Model.Streaming!.Sink, dropped);
+        // a streaming cache drops the oldest tokens after its sinks; an evicting cache (SnapKV, H2O: rows kept per head,
+        // no one token list) refuses snapshots (KvTransfer.RequireSnapshots), so for it only _held's count matters
+        int dropped = Evicted - evictedBefore, from = Model.Streaming?.Sink ?? 0;
+        if (dropped > 0) _held.RemoveRange(from, Math.Min(dropped, _held.Count - from));
     }
 
     private void Trim(int tokens)
