@@ -261,7 +261,7 @@ public class KvQuantCompileTests
         Assert.That((bad.ExitCode, bad.Stderr.Trim()), Is.EqualTo((1, "lcc: error: --kv int3: unknown mode; valid: int8, int4, int4:rotate")));
         var noKv = CliRunner.Run("calibrate", src);
         Assert.That(noKv.ExitCode, Is.EqualTo(1));
-        Assert.That(noKv.Stderr, Does.StartWith("lcc: error: lcc calibrate needs --kv"));
+        Assert.That(noKv.Stderr, Does.StartWith("lcc: error: lcc calibrate needs one of --kv or --attention"));
     }
 }
 
