@@ -22,7 +22,7 @@ internal static class AttentionOptions
 
     public static Option<FileInfo?> Calib { get; } = new("--calib")
     {
-        Description = "with --attention auto: the calibration file of lcc calibrate MODEL --attention (per layer the sparse prefill pattern); without it, auto calibrates on a built-in synthetic set first and says so",
+        Description = "calibration file: with --attention auto, from lcc calibrate MODEL --attention (per layer the sparse prefill pattern); with --kv, the scale file from lcc calibrate MODEL --kv. Without it, both calibrate on a built-in synthetic set first and say so",
     };
 
     public static void AddTo(Command cmd)
@@ -35,6 +35,7 @@ internal static class AttentionOptions
     {
         var step = Parse(pr.GetValue(Attention), pr.GetValue(RopeOptions.TrainedContext));
         if (pr.GetValue(Calib) is not { } calib) return step;
+        if (step is null && pr.GetValue(KvOptions.Kv) is not null) return step; // --kv's scale file (--kv refuses --attention)
         if (step?.Options?["pattern"] != "auto") throw new ArgumentException($"--calib {calib.Name}: only --attention auto reads a calibration file (--attention auto --calib {calib.Name})");
         return step with { Options = new SortedDictionary<string, string>(step.Options.ToDictionary(), StringComparer.Ordinal) { ["calib"] = calib.FullName } };
     }

@@ -23,9 +23,10 @@ internal static class KvOptions
         Description = "KV scale granularity: channel (one per KV head and channel; default) | tensor (one per layer and K/V)",
         DefaultValueFactory = _ => "channel",
     };
-    public static Option<FileInfo?> Calib { get; } = new("--calib") { Description = "scale file from lcc calibrate MODEL --kv (default: calibrate on the built-in synthetic set, said so)" };
+    /// <summary>--calib is one option shared with --attention auto (the two do not combine): here, the scale file of lcc calibrate MODEL --kv.</summary>
+    public static Option<FileInfo?> Calib => AttentionOptions.Calib;
 
-    public static void AddTo(Command cmd) { cmd.Add(Kv); cmd.Add(Granularity); cmd.Add(Calib); }
+    public static void AddTo(Command cmd) { cmd.Add(Kv); cmd.Add(Granularity); }
 
     /// <summary>The parsed --kv: bits, granularity, rotation.</summary>
     public sealed record Spec(string Mode, string Granularity, bool Rotate);
