@@ -24,7 +24,7 @@ namespace LongCtx.Passes.Eviction;
 ///   q ──► GroupQueryAttention / LongAttention(dense)      q ──► GroupQueryAttention / LongAttention(dense)
 ///                                                  ==>    └──► Identity ──► longctx_evict_query.L (graph output)
 /// </code>
-/// pyramidkv (layers keep different budgets) also gives each attention its own seqlens_k graph input
+/// pyramidkv and actqkv (layers keep different budgets; ActQKV, Xiao et al. 2025, arXiv:2502.13542) also give each attention its own seqlens_k graph input
 /// <c>longctx_evict_seqlens_k.L</c>, fed by the runtime. The graph's computation is unchanged (exact); eviction itself happens in the runtime's KV manager. Refused with a
 /// one-line error: a layer whose attention was not recognised (named), a block that is not canonical GroupQueryAttention
 /// or dense LongAttention (streaming / dca cache un-rotated or remapped keys: naming the pattern and the method), packed QKV.
@@ -32,7 +32,7 @@ namespace LongCtx.Passes.Eviction;
 public sealed class ExposeQueriesForEviction : IPass
 {
     public string Name => "kv-evict";
-    public string Description => "expose each layer's attention query and record the KV eviction policy (snapkv, pyramidkv, h2o) the runtime applies";
+    public string Description => "expose each layer's attention query and record the KV eviction policy (snapkv, pyramidkv, h2o, actqkv) the runtime applies";
     public bool IsExact => true;
 
     /// <summary>Prefix of the graph outputs this pass adds (layer number appended).</summary>
@@ -58,7 +58,7 @@ public sealed class ExposeQueriesForEviction : IPass
             var record = LayerRecord(b, QueryOutputPrefix + b.Layer.ToString(CultureInfo.InvariantCulture), $"{model.DisplayName}: --kv-evict {s.Method}: layer {b.Layer}", $"--kv-evict {s.Method}");
             var q = Gqa.Input(n, "query")!;
             var g = n.Graph;
-            if (s.Method == "pyramidkv")
+            if (s.Method is "pyramidkv" or "actqkv")
             {
                 // layers keep different budgets, so each attention reads its own valid length (GQA / LongAttention
                 // seqlens_k is per batch row: [B] int32 = rows held - 1); total_sequence_length stays the longest
@@ -72,11 +72,13 @@ public sealed class ExposeQueriesForEviction : IPass
             ctx.Count("attention queries exposed");
             layers.Add(record);
         }
-        ctx.RuntimeConfig[KvEvictPolicy.Key] = new Dictionary<string, object?>
+        var policy = new Dictionary<string, object?>
         {
             ["method"] = s.Method, ["budget"] = s.Budget, ["window"] = s.Window, ["pool"] = s.Pool, ["beta"] = s.Beta,
             ["heavy"] = s.Heavy, ["recent"] = s.Recent, ["layers"] = layers,
         };
+        if (s.Method == "actqkv") policy["mass"] = s.Mass;
+        ctx.RuntimeConfig[KvEvictPolicy.Key] = policy;
         ctx.Note($"{s}: the runtime compacts the KV cache " + (s.Method == "h2o" ? "at every decode step" : "after each prompt"));
     }
 

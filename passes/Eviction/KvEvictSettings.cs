@@ -13,9 +13,12 @@ namespace LongCtx.Passes.Eviction;
 /// linearly from the first to the last layer (mean = budget - window, top layer = (budget - window) / beta).</item>
 /// <item><c>h2o</c> (Zhang et al. 2023, arXiv:2306.14048): heavy (heavy hitters by accumulated attention mass) and
 /// recent (most recent tokens), a fixed budget kept at every decode step.</item>
+/// <item><c>actqkv</c> (Xiao et al. 2025, arXiv:2502.13542; runtime: <c>ActQkv</c>): budget (upper bound per KV head,
+/// window included), window (the rows the activation-aware probe query is built from, always kept), mass (the
+/// per-layer cut-off: the fewest keys whose share of the probe's attention over the prefix reaches it).</item>
 /// </list>
 /// </summary>
-public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent)
+public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0)
 {
     /// <summary>Method -> (option, default, help).</summary>
     public static IReadOnlyDictionary<string, IReadOnlyList<(string Key, string Default, string Help)>> Methods { get; } =
@@ -24,6 +27,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
             ["snapkv"] = [("budget", "20%", "tokens kept per KV head, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel")],
             ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part")],
             ["h2o"] = [("heavy", "10%", "heavy hitters kept"), ("recent", "10%", "recent tokens kept")],
+            ["actqkv"] = [("budget", "20%", "most tokens kept per KV head, window included"), ("window", "32", "rows the probe query is built from"), ("mass", "0.9", "share of the probe's attention the kept keys reach (per layer)")],
         };
 
     /// <summary>The pass options of a CLI spec <c>METHOD[:k=v,...]</c>; unknown methods and keys are one-line errors.</summary>
@@ -33,7 +37,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
     /// <summary>The settings from pass options (defaults filled in); bad values are one-line errors naming the option.</summary>
     public static KvEvictSettings Parse(IReadOnlyDictionary<string, string> options)
     {
-        string method = options.GetValueOrDefault("method") ?? throw new ArgumentException("kv-evict: option 'method' is missing (snapkv, pyramidkv, h2o)");
+        string method = options.GetValueOrDefault("method") ?? throw new ArgumentException("kv-evict: option 'method' is missing ({string.Join(", ", Methods.Keys)})");
         if (!Methods.TryGetValue(method, out var keys)) throw new ArgumentException($"--kv-evict {method}: unknown method; valid: {string.Join(", ", Methods.Keys)}");
         string Get(string k) => options.GetValueOrDefault(k) ?? keys.FirstOrDefault(x => x.Key == k).Default ?? "0";
         int Int(string k, int min)
@@ -54,6 +58,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         return method switch
         {
             "h2o" => new(method, 0, 0, 1, 1, Size("heavy"), Size("recent")),
+            "actqkv" => new(method, Size("budget"), Int("window", 1), 1, 1, 0, 0, ParseMass(Get("mass"), method)),
             _ => new(method, Size("budget"), Int("window", 1), Int("pool", 1), method == "pyramidkv" ? ParseBeta(Get("beta"), method) : 1, 0, 0),
         };
     }
@@ -62,10 +67,15 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double b) && b >= 1 ? b
         : throw new ArgumentException($"--kv-evict {method}: beta={s} must be a number >= 1");
 
+    private static double ParseMass(string s, string method) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && m > 0 && m <= 1 ? m
+        : throw new ArgumentException($"--kv-evict {method}: mass={s} must be a fraction in (0, 1] (the share of the probe's attention the kept keys reach)");
+
     /// <summary>How the method reads in notes and <c>lcc inspect</c>.</summary>
     public override string ToString()
     {
         static string S(double v) => v < 1 ? (v * 100).ToString("0.##", CultureInfo.InvariantCulture) + "%" : v.ToString(CultureInfo.InvariantCulture);
+        if (Method == "actqkv") return $"actqkv budget={S(Budget)} window={Window} mass={Mass.ToString(CultureInfo.InvariantCulture)}";
         return Method == "h2o" ? $"h2o heavy={S(Heavy)} recent={S(Recent)}"
             : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "");
     }

@@ -14,6 +14,8 @@ namespace LongCtx.Runtime.Eviction;
 /// KV head keeps the top keys by the window's max-pooled votes plus the window (<see cref="EvictionSelection.SnapKv"/>),
 /// pyramidkv with a per-layer budget falling with depth (layers then hold different lengths: each layer's attention
 /// gets its own seqlens_k input, <c>seqlens</c> in the policy).</item>
+/// <item>actqkv: the same, scored by one activation-aware probe query per layer and cut per layer by attention mass
+/// (<see cref="ActQkv"/>; layers then hold different lengths, as pyramidkv).</item>
 /// <item>h2o: the mass is accumulated over the prompt's last window rows and then every decoded token; before a step
 /// that would exceed heavy + recent, each head keeps its recent tokens and its heaviest hitters.</item>
 /// </list>
@@ -136,6 +138,7 @@ public sealed class EvictingKvCache : KvCacheManager
         if (budgets.Zip(_len).All(x => x.First >= x.Second)) { SayNoop(mean); return; }
         Compact(l =>
         {
+            if (_policy.Method == "actqkv") return ActQkv.CutOff(ProbeScores(l), _len[l], _policy.Window, budgets[l], _policy.Mass);
             var votes = NewScores(l);
             Score(l, _rows[l], _rowPos[l], votes);
             return votes.Select(v => EvictionSelection.SnapKv(v, _len[l], _policy.Window, budgets[l], _policy.Pool)).ToArray();
@@ -147,6 +150,15 @@ public sealed class EvictingKvCache : KvCacheManager
     {
         var votes = NewScores(layer);
         Score(layer, _rows[layer], _rowPos[layer], votes);
+        return votes;
+    }
+
+    /// <summary>actqkv: per KV head of layer <paramref name="layer"/>, the attention mass the layer's probe query (<see cref="ActQkv.Probe"/>) gives each cached row now.</summary>
+    public float[][] ProbeScores(int layer)
+    {
+        var votes = NewScores(layer);
+        var (probe, at) = ActQkv.Probe(_rows[layer], _rowPos[layer], _policy.Layers[layer]);
+        Score(layer, [probe], [at], votes);
         return votes;
     }
 
