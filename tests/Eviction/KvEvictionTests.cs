@@ -230,6 +230,7 @@ public sealed class KvEvictionTests : RecallCompileFixture
     [Test]
     public void Streaming_WithEviction_IsAnErrorNamingBoth()
     {
+        RuntimeFixtures.Require(RuntimeFixtures.RecallModel); // skip here, not inside Assert.Throws (it would catch the skip)
         var attention = new PipelineStep("lower-attention", new Dictionary<string, string> { ["pattern"] = "streaming", ["sink"] = "4", ["window"] = "60" });
         var e = Assert.Throws<CompileException>(() => Compile("streaming", "snapkv:budget=24", attention: attention))!;
         Assert.That(e.Message, Does.Contain("--attention streaming").And.Contain("--kv-evict snapkv").And.Contain("layer 0"));
