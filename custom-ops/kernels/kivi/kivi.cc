@@ -1,0 +1,310 @@
+// KIVI entry points (longctx/kivi.h): argument checks, per-group scale / zero / reciprocal, the attention driver,
+// and the dispatch to the scalar / AVX2 / AVX-512 loops.
+//
+// Liu et al. 2024, "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache" (arXiv:2402.02750), section 3:
+// keys per channel and values per token, asymmetric (zero = min, scale = (max - min) / (2^b - 1)), group size 32,
+// the most recent R tokens in full precision. Attention: softmax(q K^T * scale) V over [dequantized prefix |
+// fp32 residual], the online softmax of Milakov & Gimelshein 2018 (running max m, sum l, rescaled accumulator).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cpu/dispatch.h"
+#include "kivi/kivi_kernels.h"
+#include "longctx/kivi.h"
+
+namespace {
+
+namespace kv = longctx::kivi;
+
+constexpr longctx::dispatch::ByIsa<kv::Table> kTables = {&kv::kScalar, &kv::kAvx2, &kv::kAvx512};
+
+template <typename F>
+longctx_status Guard(F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return LONGCTX_OUT_OF_MEMORY;
+  } catch (...) {
+    return LONGCTX_INTERNAL;
+  }
+}
+
+// zero = min, scale = (max - min) / qmax, inv = 1 / scale (0 for a constant group).
+void Range(float lo, float hi, int bits, float* scale, float* zero, float* inv) {
+  const float s = (hi - lo) / static_cast<float>((1 << bits) - 1);
+  *scale = s;
+  *zero = lo;
+  *inv = s > 0.0f ? 1.0f / s : 0.0f;
+}
+
+bool BadQuant(const longctx_kivi_quant_params* p, bool keys, bool dequant) {
+  if (p == nullptr || (p->bits != 2 && p->bits != 4) || p->group <= 0 || p->tokens < 0 || p->head_dim <= 0 ||
+      p->head_dim % 8 != 0)
+    return true;
+  if (keys ? p->tokens % p->group != 0 : p->head_dim % p->group != 0) return true;
+  if (p->tokens == 0) return false;
+  if (p->codes == nullptr || p->qparams == nullptr) return true;
+  if (dequant) return p->y == nullptr || p->y_token_stride < p->head_dim;
+  return p->x == nullptr || p->x_token_stride < p->head_dim;
+}
+
+}  // namespace
+
+extern "C" longctx_status longctx_kivi_quantize_keys(const longctx_kivi_quant_params* p) {
+  if (BadQuant(p, true, false)) return LONGCTX_INVALID_ARGUMENT;
+  const kv::Table* t = longctx::dispatch::Select(kTables);
+  if (t == nullptr) return LONGCTX_ISA_REFUSED;
+  return Guard([&] {
+    const int64_t D = p->head_dim, G = p->group, rb = D * p->bits / 8;
+    const int bits = static_cast<int>(p->bits);
+    std::vector<float> lo(D), hi(D), inv(D);
+    for (int64_t g = 0; g < p->tokens / G; ++g) {
+      const float* x = p->x + g * G * p->x_token_stride;
+      for (int64_t j = 0; j < D; ++j) lo[j] = hi[j] = x[j];
+      for (int64_t r = 1; r < G; ++r)
+        for (int64_t j = 0; j < D; ++j) {
+          const float v = x[r * p->x_token_stride + j];
+          lo[j] = std::min(lo[j], v);
+          hi[j] = std::max(hi[j], v);
+        }
+      float* scale = p->qparams + g * 2 * D;
+      float* zero = scale + D;
+      for (int64_t j = 0; j < D; ++j) Range(lo[j], hi[j], bits, &scale[j], &zero[j], &inv[j]);
+      for (int64_t r = 0; r < G; ++r) t->pack_row(x + r * p->x_token_stride, zero, inv.data(), D, bits, p->codes + (g * G + r) * rb);
+    }
+    return LONGCTX_OK;
+  });
+}
+
+extern "C" longctx_status longctx_kivi_quantize_values(const longctx_kivi_quant_params* p) {
+  if (BadQuant(p, false, false)) return LONGCTX_INVALID_ARGUMENT;
+  const kv::Table* t = longctx::dispatch::Select(kTables);
+  if (t == nullptr) return LONGCTX_ISA_REFUSED;
+  return Guard([&] {
+    const int64_t D = p->head_dim, G = p->group, ng = D / G, rb = D * p->bits / 8;
+    const int bits = static_cast<int>(p->bits);
+    std::vector<float> zero(D), inv(D);
+    for (int64_t r = 0; r < p->tokens; ++r) {
+      const float* x = p->x + r * p->x_token_stride;
+      float* scale = p->qparams + r * 2 * ng;
+      for (int64_t g = 0; g < ng; ++g) {
+        float lo = x[g * G], hi = x[g * G];
+        for (int64_t j = g * G + 1; j < (g + 1) * G; ++j) {
+          lo = std::min(lo, x[j]);
+          hi = std::max(hi, x[j]);
+        }
+        float s, z, i;
+        Range(lo, hi, bits, &s, &z, &i);
+        scale[g] = s;
+        scale[ng + g] = z;
+        std::fill(zero.begin() + g * G, zero.begin() + (g + 1) * G, z);
+        std::fill(inv.begin() + g * G, inv.begin() + (g + 1) * G, i);
+      }
+      t->pack_row(x, zero.data(), inv.data(), D, bits, p->codes + r * rb);
+    }
+    return LONGCTX_OK;
+  });
+}
+
+namespace {
+
+// Per-channel scale / zero vectors of value row r (params [2, D / G]) expanded to D channels.
+void ValueRow(const float* params, int64_t D, int64_t G, float* scale, float* zero) {
+  const int64_t ng = D / G;
+  for (int64_t j = 0; j < D; ++j) {
+    scale[j] = params[j / G];
+    zero[j] = params[ng + j / G];
+  }
+}
+
+}  // namespace
+
+extern "C" longctx_status longctx_kivi_dequantize_keys(const longctx_kivi_quant_params* p) {
+  if (BadQuant(p, true, true)) return LONGCTX_INVALID_ARGUMENT;
+  const kv::Table* t = longctx::dispatch::Select(kTables);
+  if (t == nullptr) return LONGCTX_ISA_REFUSED;
+  const int64_t D = p->head_dim, G = p->group, rb = D * p->bits / 8;
+  for (int64_t r = 0; r < p->tokens; ++r) {
+    const float* scale = p->qparams + (r / G) * 2 * D;
+    t->unpack_row(p->codes + r * rb, scale, scale + D, D, static_cast<int>(p->bits), p->y + r * p->y_token_stride);
+  }
+  return LONGCTX_OK;
+}
+
+extern "C" longctx_status longctx_kivi_dequantize_values(const longctx_kivi_quant_params* p) {
+  if (BadQuant(p, false, true)) return LONGCTX_INVALID_ARGUMENT;
+  const kv::Table* t = longctx::dispatch::Select(kTables);
+  if (t == nullptr) return LONGCTX_ISA_REFUSED;
+  return Guard([&] {
+    const int64_t D = p->head_dim, G = p->group, rb = D * p->bits / 8;
+    std::vector<float> scale(D), zero(D);
+    for (int64_t r = 0; r < p->tokens; ++r) {
+      ValueRow(p->qparams + r * 2 * (D / G), D, G, scale.data(), zero.data());
+      t->unpack_row(p->codes + r * rb, scale.data(), zero.data(), D, static_cast<int>(p->bits), p->y + r * p->y_token_stride);
+    }
+    return LONGCTX_OK;
+  });
+}
+
+namespace {
+
+using P = longctx_kivi_attention_params;
+
+std::string Check(const P& p) {
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (p.batch < 1 || p.seq_len < 1 || p.num_heads < 1 || p.kv_num_heads < 1 || p.num_heads % p.kv_num_heads != 0)
+    return "batch, seq_len, heads must be positive and num_heads a multiple of kv_num_heads";
+  if (p.bits != 2 && p.bits != 4) return "bits " + s(p.bits) + ": KIVI stores 2 or 4 bits";
+  if (p.group <= 0 || p.head_dim % 8 != 0 || p.head_dim % p.group != 0)
+    return "head_dim " + s(p.head_dim) + " must be a multiple of 8 and of the group size " + s(p.group);
+  if (p.quant_len < 0 || p.quant_len % p.group != 0)
+    return "the quantized prefix has " + s(p.quant_len) + " tokens, not a multiple of the group size " + s(p.group);
+  if (p.quant_len > 0 && (!p.key_codes || !p.key_params || !p.value_codes || !p.value_params))
+    return "a quantized prefix needs key/value codes and params";
+  if (p.residual_len < 0 || (p.residual_len > 0 && (!p.past_key || !p.past_value))) return "past residual missing";
+  if (!p.query || !p.key || !p.value || !p.present_key || !p.present_value || !p.output) return "a required pointer is null";
+  if (p.do_rotary) {
+    if (!p.cos_cache || !p.sin_cache || p.rotary_dim <= 0 || p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim)
+      return "rotary needs cos/sin caches and an even rotary_dim <= head_dim";
+    const int64_t last = p.quant_len + p.residual_len + p.seq_len - 1;
+    if (last >= p.max_pos) return "position " + s(last) + " is past the cos/sin caches (" + s(p.max_pos) + " rows)";
+  }
+  return "";
+}
+
+// GQA's RoPE at position pos on one head row (in place): half-split pairs (j, j + R/2) or interleaved (2j, 2j+1).
+void Rotate(float* x, const P& p, int64_t pos) {
+  const int64_t half = p.rotary_dim / 2;
+  const float* c = p.cos_cache + pos * half;
+  const float* sn = p.sin_cache + pos * half;
+  for (int64_t j = 0; j < half; ++j) {
+    const int64_t a = p.rotary_interleaved ? 2 * j : j, b = p.rotary_interleaved ? 2 * j + 1 : j + half;
+    const float x1 = x[a], x2 = x[b];
+    x[a] = x1 * c[j] - x2 * sn[j];
+    x[b] = x2 * c[j] + x1 * sn[j];
+  }
+}
+
+struct Job {
+  const P* p;
+  const kv::Table* t;
+  int64_t row_blocks;  // query-position blocks per (b, kv head)
+  static constexpr int64_t kRows = 16;  // query positions per work item
+};
+
+// One (b, kv head, block of query positions): online softmax over the dequantized prefix, then the residual.
+void RunItem(void* ctx, int64_t item) {
+  const Job& job = *static_cast<const Job*>(ctx);
+  const P& p = *job.p;
+  const kv::Table& t = *job.t;
+  const int64_t D = p.head_dim, H = p.num_heads, Hkv = p.kv_num_heads, S = p.seq_len, Gh = H / Hkv;
+  const int64_t G = p.group, Pq = p.quant_len, Rp = p.residual_len, T = Rp + S, rb = D * p.bits / 8;
+  const int bits = static_cast<int>(p.bits);
+  const int64_t bh = item / job.row_blocks, i0 = (item % job.row_blocks) * Job::kRows, i1 = std::min(S, i0 + Job::kRows);
+  const int64_t b = bh / Hkv, kvh = bh % Hkv, rows = (i1 - i0) * Gh;
+  const float scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(D));
+
+  std::vector<float> q(rows * D), acc(rows * D, 0.0f), m(rows, -INFINITY), l(rows, 0.0f);
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t g = 0; g < Gh; ++g) {
+      float* row = q.data() + ((i - i0) * Gh + g) * D;
+      std::memcpy(row, p.query + ((b * S + i) * H + kvh * Gh + g) * D, D * sizeof(float));
+      if (p.do_rotary) Rotate(row, p, Pq + Rp + i);
+      for (int64_t j = 0; j < D; ++j) row[j] *= scale;
+    }
+  const int64_t tile = std::max<int64_t>(G, 64);
+  std::vector<float> kt(tile * D), vt(tile * D), sc(tile), vs(D), vz(D);
+  // Attend rows to `n` keys / values (kt / vt rows), row r limited to its first lim(r) keys.
+  auto attend = [&](const float* keys, const float* vals, int64_t n, auto lim) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t cnt = std::min(n, lim(r));
+      if (cnt <= 0) continue;
+      const float* qr = q.data() + r * D;
+      float mx = m[r];
+      for (int64_t k = 0; k < cnt; ++k) {
+        sc[k] = t.dot(qr, keys + k * D, D);
+        mx = std::max(mx, sc[k]);
+      }
+      const float corr = std::exp(m[r] - mx);  // exp(-inf) = 0 on the first tile
+      float* ar = acc.data() + r * D;
+      float sum = 0.0f;
+      for (int64_t k = 0; k < cnt; ++k) {
+        const float e = std::exp(sc[k] - mx);
+        sum += e;
+        t.scale_axpy(k == 0 ? corr : 1.0f, e, vals + k * D, ar, D);
+      }
+      l[r] = l[r] * corr + sum;
+      m[r] = mx;
+    }
+  };
+  const int64_t kvbase = b * Hkv + kvh;
+  // the quantized prefix, one key group at a time
+  for (int64_t g = 0; g < Pq / G; ++g) {
+    const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
+    for (int64_t k = 0; k < G; ++k) {
+      const int64_t tok = g * G + k;
+      t.unpack_row(p.key_codes + (kvbase * Pq + tok) * rb, kp, kp + D, D, bits, kt.data() + k * D);
+      ValueRow(p.value_params + (kvbase * Pq + tok) * 2 * (D / G), D, G, vs.data(), vz.data());
+      t.unpack_row(p.value_codes + (kvbase * Pq + tok) * rb, vs.data(), vz.data(), D, bits, vt.data() + k * D);
+    }
+    attend(kt.data(), vt.data(), G, [](int64_t) { return INT64_MAX; });
+  }
+  // the fp32 residual (past residual, then the call's tokens: causal)
+  const float* pk = p.present_key + kvbase * T * D;
+  const float* pv = p.present_value + kvbase * T * D;
+  for (int64_t k0 = 0; k0 < T; k0 += tile) {
+    const int64_t n = std::min(tile, T - k0);
+    attend(pk + k0 * D, pv + k0 * D, n, [&](int64_t r) { return Rp + i0 + r / Gh + 1 - k0; });
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r / Gh, h = kvh * Gh + r % Gh;
+    float* out = p.output + ((b * S + i) * H + h) * D;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    for (int64_t j = 0; j < D; ++j) out[j] = acc[r * D + j] * inv;
+  }
+}
+
+}  // namespace
+
+extern "C" longctx_status longctx_kivi_attention(const longctx_kivi_attention_params* p, char* err, size_t err_len) {
+  auto fail = [&](longctx_status st, const std::string& msg) {
+    if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "%s", msg.c_str());
+    return st;
+  };
+  if (p == nullptr) return fail(LONGCTX_INVALID_ARGUMENT, "params is null");
+  const std::string why = Check(*p);
+  if (!why.empty()) return fail(LONGCTX_INVALID_ARGUMENT, why);
+  const kv::Table* t = longctx::dispatch::Select(kTables);
+  if (t == nullptr) return fail(LONGCTX_ISA_REFUSED, longctx_isa_choice_error());
+  const longctx_status st = Guard([&] {
+    const int64_t D = p->head_dim, Hkv = p->kv_num_heads, S = p->seq_len, Rp = p->residual_len, T = Rp + S;
+    // present = past residual ++ the call's keys (rotated at their positions) and values, [B, Hkv, T, D]
+    for (int64_t b = 0; b < p->batch; ++b)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        float* pk = p->present_key + (b * Hkv + h) * T * D;
+        float* pv = p->present_value + (b * Hkv + h) * T * D;
+        if (Rp > 0) {
+          std::memcpy(pk, p->past_key + (b * Hkv + h) * Rp * D, Rp * D * sizeof(float));
+          std::memcpy(pv, p->past_value + (b * Hkv + h) * Rp * D, Rp * D * sizeof(float));
+        }
+        for (int64_t i = 0; i < S; ++i) {
+          std::memcpy(pk + (Rp + i) * D, p->key + ((b * S + i) * Hkv + h) * D, D * sizeof(float));
+          std::memcpy(pv + (Rp + i) * D, p->value + ((b * S + i) * Hkv + h) * D, D * sizeof(float));
+          if (p->do_rotary) Rotate(pk + (Rp + i) * D, *p, p->quant_len + Rp + i);
+        }
+      }
+    Job job{p, t, (S + Job::kRows - 1) / Job::kRows};
+    const int64_t items = p->batch * Hkv * job.row_blocks;
+    if (p->parallel_for != nullptr) p->parallel_for(p->executor, items, &RunItem, &job);
+    else
+      for (int64_t i = 0; i < items; ++i) RunItem(&job, i);
+    return LONGCTX_OK;
+  });
+  if (st != LONGCTX_OK) return fail(st, st == LONGCTX_OUT_OF_MEMORY ? "out of memory" : "internal error");
+  return LONGCTX_OK;
+}
