@@ -66,6 +66,7 @@ public sealed class LowerToKivi : IPass
             Lower(ctx.Rewriter, g, n, layer, s, h, hd);
             ctx.Count($"layers lowered to KiviAttention ({s.Bits}-bit)");
         }
+        ctx.Rewriter.SortTopologically(g); // each KiviAttention was appended after the nodes reading its output
         ctx.RuntimeConfig["kivi"] = new Dictionary<string, object?>
         {
             ["bits"] = s.Bits, ["group"] = s.Group, ["residual"] = s.Residual, ["head_dim"] = d, ["kv_heads"] = hkv, ["layers"] = layers.Count,
