@@ -40,8 +40,8 @@ public class KiviCompileTests
         CompileJob.Run(src, Path.Combine(_dir, name), Pipelines.Instantiate([.. Pipelines.Default, new PipelineStep("kivi-kv",
             new Dictionary<string, string> { ["bits"] = $"{bits}", ["group"] = $"{group}", ["residual"] = $"{residual}" })]));
 
-    [TestCase(4, 0.5)]
-    [TestCase(2, 1.5)]
+    [TestCase(4, 0.25)] // measured 0.07, top-1 30/30
+    [TestCase(2, 1.0)]  // measured 0.35, top-1 25/30
     public void Compiled_PrefillAndDecode_FoldsTheResidual(int bits, double tolerance)
     {
         const int group = 8, residual = 16;
