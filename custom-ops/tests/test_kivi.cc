@@ -2,7 +2,7 @@
 // codes bit-exact (scale / zero / reciprocal are computed once, rounding is round-half-even on every path), the
 // round-trip bound |y - x| <= scale / 2 (+1e-6 relative), attention over [quantized prefix | past residual | new
 // tokens] against a double-precision dense attention over the dequantized prefix (|diff| <= 1e-4; fp32
-// accumulation over <= 300 keys of unit-scale data), present = residual ++ rotated new keys (exact), bad arguments.
+// accumulation over <= 4300 keys of unit-scale data), present = residual ++ rotated new keys (exact), bad arguments.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -212,6 +212,8 @@ void KiviTests(Ctx& ctx) {
     Attention(ctx, bits, 2, 1, 128, 0);   // decode, empty residual, batch 2
     Attention(ctx, bits, 1, 37, 64, 130); // prefill over a prefix and a residual (3 query blocks)
     Attention(ctx, bits, 1, 20, 0, 0);    // first prefill: nothing quantized yet
+    Attention(ctx, bits, 1, 1, 4096, 150); // long decode: split over key chunks, merged by log-sum-exp
+    Attention(ctx, bits, 1, 5, 992, 1100); // a chunk boundary inside the residual
   }
   BadArguments(ctx);
 }

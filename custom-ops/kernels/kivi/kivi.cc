@@ -194,10 +194,15 @@ struct Job {
   const P* p;
   const kv::Table* t;
   int64_t row_blocks;  // query-position blocks per (b, kv head)
+  int64_t splits;      // key-range chunks per (b, kv head, row block), merged by log-sum-exp
+  int64_t chunk;       // keys per chunk (a multiple of group)
+  float* partial;      // [items][rows of a block][2 + D]: running max, sum, unnormalised accumulator
   static constexpr int64_t kRows = 16;  // query positions per work item
+  int64_t Rows(int64_t block) const { return (std::min(p->seq_len, (block + 1) * kRows) - block * kRows) * (p->num_heads / p->kv_num_heads); }
 };
 
-// One (b, kv head, block of query positions): online softmax over the dequantized prefix, then the residual.
+// One (b, kv head, block of query positions, key chunk [c0, c1) of [prefix | residual]): online softmax over the
+// chunk's dequantized prefix groups, then its residual keys; the partial state goes to job.partial.
 void RunItem(void* ctx, int64_t item) {
   const Job& job = *static_cast<const Job*>(ctx);
   const P& p = *job.p;
@@ -205,21 +210,23 @@ void RunItem(void* ctx, int64_t item) {
   const int64_t D = p.head_dim, H = p.num_heads, Hkv = p.kv_num_heads, S = p.seq_len, Gh = H / Hkv;
   const int64_t G = p.group, Pq = p.quant_len, Rp = p.residual_len, T = Rp + S, rb = D * p.bits / 8;
   const int bits = static_cast<int>(p.bits);
-  const int64_t bh = item / job.row_blocks, i0 = (item % job.row_blocks) * Job::kRows, i1 = std::min(S, i0 + Job::kRows);
-  const int64_t b = bh / Hkv, kvh = bh % Hkv, rows = (i1 - i0) * Gh;
+  const int64_t split = item % job.splits, blk_item = item / job.splits;
+  const int64_t bh = blk_item / job.row_blocks, blk = blk_item % job.row_blocks, i0 = blk * Job::kRows;
+  const int64_t b = bh / Hkv, kvh = bh % Hkv, rows = job.Rows(blk);
+  const int64_t c0 = split * job.chunk, c1 = std::min(Pq + T, c0 + job.chunk);
   const float scale = p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(D));
 
   std::vector<float> q(rows * D), acc(rows * D, 0.0f), m(rows, -INFINITY), l(rows, 0.0f);
-  for (int64_t i = i0; i < i1; ++i)
-    for (int64_t g = 0; g < Gh; ++g) {
-      float* row = q.data() + ((i - i0) * Gh + g) * D;
-      std::memcpy(row, p.query + ((b * S + i) * H + kvh * Gh + g) * D, D * sizeof(float));
-      if (p.do_rotary) Rotate(row, p, Pq + Rp + i);
-      for (int64_t j = 0; j < D; ++j) row[j] *= scale;
-    }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r / Gh, g = r % Gh;
+    float* row = q.data() + r * D;
+    std::memcpy(row, p.query + ((b * S + i) * H + kvh * Gh + g) * D, D * sizeof(float));
+    if (p.do_rotary) Rotate(row, p, Pq + Rp + i);
+    for (int64_t j = 0; j < D; ++j) row[j] *= scale;
+  }
   const int64_t tile = std::max<int64_t>(G, 64);
   std::vector<float> kt(tile * D), vt(tile * D), sc(tile), vs(D), vz(D);
-  // Attend rows to `n` keys / values (kt / vt rows), row r limited to its first lim(r) keys.
+  // Attend rows to `n` keys / values (rows of `keys` / `vals`), row r limited to its first lim(r) keys.
   auto attend = [&](const float* keys, const float* vals, int64_t n, auto lim) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t cnt = std::min(n, lim(r));
@@ -243,8 +250,8 @@ void RunItem(void* ctx, int64_t item) {
     }
   };
   const int64_t kvbase = b * Hkv + kvh;
-  // the quantized prefix, one key group at a time
-  for (int64_t g = 0; g < Pq / G; ++g) {
+  // the quantized prefix in [c0, c1), one key group at a time (chunks are group-aligned)
+  for (int64_t g = c0 / G; g < std::min(c1, Pq) / G; ++g) {
     const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
     for (int64_t k = 0; k < G; ++k) {
       const int64_t tok = g * G + k;
@@ -254,19 +261,48 @@ void RunItem(void* ctx, int64_t item) {
     }
     attend(kt.data(), vt.data(), G, [](int64_t) { return INT64_MAX; });
   }
-  // the fp32 residual (past residual, then the call's tokens: causal)
+  // the fp32 residual in [c0, c1) (past residual, then the call's tokens: causal)
   const float* pk = p.present_key + kvbase * T * D;
   const float* pv = p.present_value + kvbase * T * D;
-  for (int64_t k0 = 0; k0 < T; k0 += tile) {
-    const int64_t n = std::min(tile, T - k0);
+  for (int64_t k0 = std::max<int64_t>(c0 - Pq, 0); k0 < c1 - Pq; k0 += tile) {
+    const int64_t n = std::min(tile, c1 - Pq - k0);
     attend(pk + k0 * D, pv + k0 * D, n, [&](int64_t r) { return Rp + i0 + r / Gh + 1 - k0; });
   }
+  float* out = job.partial + item * (Job::kRows * Gh) * (2 + D);
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r / Gh, h = kvh * Gh + r % Gh;
-    float* out = p.output + ((b * S + i) * H + h) * D;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    for (int64_t j = 0; j < D; ++j) out[j] = acc[r * D + j] * inv;
+    out[r * (2 + D)] = m[r];
+    out[r * (2 + D) + 1] = l[r];
+    std::memcpy(out + r * (2 + D) + 2, acc.data() + r * D, D * sizeof(float));
   }
+}
+
+// output = sum_c acc_c e^(m_c - M) / sum_c l_c e^(m_c - M), M = max_c m_c, over the key chunks of each row.
+void Merge(const Job& job) {
+  const P& p = *job.p;
+  const int64_t D = p.head_dim, H = p.num_heads, Hkv = p.kv_num_heads, S = p.seq_len, Gh = H / Hkv;
+  const int64_t stride = Job::kRows * Gh * (2 + D);
+  std::vector<float> o(D);
+  for (int64_t bh = 0; bh < p.batch * Hkv; ++bh)
+    for (int64_t blk = 0; blk < job.row_blocks; ++blk) {
+      const float* base = job.partial + (bh * job.row_blocks + blk) * job.splits * stride;
+      for (int64_t r = 0; r < job.Rows(blk); ++r) {
+        float M = -INFINITY;
+        for (int64_t c = 0; c < job.splits; ++c) M = std::max(M, base[c * stride + r * (2 + D)]);
+        float L = 0.0f;
+        std::fill(o.begin(), o.end(), 0.0f);
+        for (int64_t c = 0; c < job.splits; ++c) {
+          const float* st = base + c * stride + r * (2 + D);
+          if (st[0] == -INFINITY) continue;  // the chunk held no key this row sees
+          const float w = std::exp(st[0] - M);
+          L += st[1] * w;
+          for (int64_t j = 0; j < D; ++j) o[j] += st[2 + j] * w;
+        }
+        const int64_t i = blk * Job::kRows + r / Gh, h = (bh % Hkv) * Gh + r % Gh, b = bh / Hkv;
+        float* out = p.output + ((b * S + i) * H + h) * D;
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        for (int64_t j = 0; j < D; ++j) out[j] = o[j] * inv;
+      }
+    }
 }
 
 }  // namespace
@@ -298,11 +334,22 @@ extern "C" longctx_status longctx_kivi_attention(const longctx_kivi_attention_pa
           if (p->do_rotary) Rotate(pk + (Rp + i) * D, *p, p->quant_len + Rp + i);
         }
       }
-    Job job{p, t, (S + Job::kRows - 1) / Job::kRows};
-    const int64_t items = p->batch * Hkv * job.row_blocks;
+    // Work: (b, kv head, 16 query positions) items, each split over key chunks of >= kMinChunk keys when there are
+    // fewer items than kWideItems (decode: one item per kv head would leave threads idle), merged by log-sum-exp.
+    constexpr int64_t kMinChunk = 1024, kWideItems = 16;
+    const int64_t row_blocks = (S + Job::kRows - 1) / Job::kRows, base_items = p->batch * Hkv * row_blocks;
+    const int64_t keys = p->quant_len + T, G = p->group;
+    int64_t splits = base_items >= kWideItems ? 1 : std::max<int64_t>(1, std::min(kWideItems / base_items, keys / kMinChunk));
+    int64_t chunk = (keys + splits - 1) / splits;
+    chunk = (chunk + G - 1) / G * G;  // group-aligned: a chunk never cuts a key group
+    splits = (keys + chunk - 1) / chunk;
+    const int64_t items = base_items * splits;
+    std::vector<float> partial(static_cast<size_t>(items * Job::kRows * (p->num_heads / Hkv) * (2 + D)));
+    Job job{p, t, row_blocks, splits, chunk, partial.data()};
     if (p->parallel_for != nullptr) p->parallel_for(p->executor, items, &RunItem, &job);
     else
       for (int64_t i = 0; i < items; ++i) RunItem(&job, i);
+    Merge(job);
     return LONGCTX_OK;
   });
   if (st != LONGCTX_OK) return fail(st, st == LONGCTX_OUT_OF_MEMORY ? "out of memory" : "internal error");
