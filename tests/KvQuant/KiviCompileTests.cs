@@ -96,7 +96,7 @@ public class KiviCompileTests
     public void Inspect_ShowsBytesPerTokenAndAtLengths()
     {
         var r = Compile(Write(), "kivi", 2, 8, 16);
-        var (rc, stdout, stderr) = RunCli("inspect", r.ModelPath);
+        var (rc, stdout, stderr) = CliRunner.Run("inspect", r.ModelPath);
         Assert.That(rc, Is.Zero, stderr);
         // per head and token: codes 2 x 16*2/8 = 8, key params 2*16*4/8 = 16, value params 2*2*4 = 16 => 40 bytes x 2 layers x 2 heads
         Assert.That(stdout, Does.Contain("KIVI 2-bit").And.Contain("160.0 bytes/token quantized").And.Contain("float32: 512 bytes/token"));
@@ -117,23 +117,9 @@ public class KiviCompileTests
     public void Cli_KiviWithAnotherCacheOption_NamesBoth(string option, string value, string message)
     {
         var src = Write();
-        var (rc, _, stderr) = RunCli("compile", src, "-o", Path.Combine(_dir, "out"), "--kv", "kivi2", option, value);
+        var (rc, _, stderr) = CliRunner.Run("compile", src, "-o", Path.Combine(_dir, "out"), "--kv", "kivi2", option, value);
         Assert.That(rc, Is.Not.Zero);
         Assert.That(stderr, Does.Contain("--kv kivi2").And.Contain(message));
         Assert.That(stderr.Trim().Split('\n'), Has.Length.EqualTo(1), stderr);
-    }
-
-    private static readonly object ConsoleLock = new();
-
-    private static (int Rc, string Out, string Err) RunCli(params string[] args)
-    {
-        lock (ConsoleLock)
-        {
-            var (o, e) = (Console.Out, Console.Error);
-            var so = new StringWriter(); var se = new StringWriter();
-            Console.SetOut(so); Console.SetError(se);
-            try { return (LongCtx.Cli.Program.BuildRoot().Parse(args).Invoke(), so.ToString(), se.ToString()); }
-            finally { Console.SetOut(o); Console.SetError(e); }
-        }
     }
 }

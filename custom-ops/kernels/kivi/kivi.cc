@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/guard.h"
 #include "kivi/kivi_kernels.h"
 #include "longctx/kivi.h"
 
@@ -23,16 +24,7 @@ namespace kv = longctx::kivi;
 
 constexpr longctx::dispatch::ByIsa<kv::Table> kTables = {&kv::kScalar, &kv::kAvx2, &kv::kAvx512};
 
-template <typename F>
-longctx_status Guard(F&& body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return LONGCTX_OUT_OF_MEMORY;
-  } catch (...) {
-    return LONGCTX_INTERNAL;
-  }
-}
+using longctx::Guard;
 
 // zero = min, scale = (max - min) / qmax, inv = 1 / scale (0 for a constant group).
 void Range(float lo, float hi, int bits, float* scale, float* zero, float* inv) {
@@ -116,9 +108,9 @@ namespace {
 // Per-channel scale / zero vectors of value row r (params [2, D / G]) expanded to D channels.
 void ValueRow(const float* params, int64_t D, int64_t G, float* scale, float* zero) {
   const int64_t ng = D / G;
-  for (int64_t j = 0; j < D; ++j) {
-    scale[j] = params[j / G];
-    zero[j] = params[ng + j / G];
+  for (int64_t g = 0; g < ng; ++g) {
+    std::fill(scale + g * G, scale + (g + 1) * G, params[g]);
+    std::fill(zero + g * G, zero + (g + 1) * G, params[ng + g]);
   }
 }
 
@@ -253,11 +245,15 @@ void RunItem(void* ctx, int64_t item) {
   // the quantized prefix in [c0, c1), one key group at a time (chunks are group-aligned)
   for (int64_t g = c0 / G; g < std::min(c1, Pq) / G; ++g) {
     const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
-    for (int64_t k = 0; k < G; ++k) {
-      const int64_t tok = g * G + k;
-      t.unpack_row(p.key_codes + (kvbase * Pq + tok) * rb, kp, kp + D, D, bits, kt.data() + k * D);
-      ValueRow(p.value_params + (kvbase * Pq + tok) * 2 * (D / G), D, G, vs.data(), vz.data());
-      t.unpack_row(p.value_codes + (kvbase * Pq + tok) * rb, vs.data(), vz.data(), D, bits, vt.data() + k * D);
+    const int64_t tok0 = kvbase * Pq + g * G;
+    t.unpack_keys(p.key_codes + tok0 * rb, G, kp, kp + D, D, bits, kt.data());
+    if (G % 8 == 0) {
+      t.unpack_values(p.value_codes + tok0 * rb, G, p.value_params + tok0 * 2 * (D / G), D, G, bits, vt.data());
+    } else {
+      for (int64_t k = 0; k < G; ++k) {
+        ValueRow(p.value_params + (tok0 + k) * 2 * (D / G), D, G, vs.data(), vz.data());
+        t.unpack_row(p.value_codes + (tok0 + k) * rb, vs.data(), vz.data(), D, bits, vt.data() + k * D);
+      }
     }
     attend(kt.data(), vt.data(), G, [](int64_t) { return INT64_MAX; });
   }

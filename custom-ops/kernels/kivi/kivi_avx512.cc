@@ -64,6 +64,33 @@ void UnpackRow(const uint8_t* codes, const float* scale, const float* zero, int6
   }
 }
 
+void UnpackKeys(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y) {
+  const int64_t rb = d * bits / 8;
+  for (int64_t j = 0; j < d; j += 16) {  // channel-outer: the group's scale and zero stay in registers
+    const bool half = d - j < 16;
+    const __mmask16 m = half ? static_cast<__mmask16>(0xFF) : static_cast<__mmask16>(0xFFFF);
+    const __m512 s = _mm512_maskz_loadu_ps(m, scale + j), z = _mm512_maskz_loadu_ps(m, zero + j);
+    for (int64_t r = 0; r < rows; ++r)
+      _mm512_mask_storeu_ps(y + r * d + j, m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(Codes(codes + r * rb, j, bits, half)), s, z));
+  }
+}
+
+// Value rows: 16 channels per step, the scale / zero of each 8-channel half broadcast from its group (g % 8 == 0).
+void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y) {
+  const int64_t rb = d * bits / 8, ng = d / g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = params + r * 2 * ng;
+    for (int64_t j = 0; j < d; j += 16) {
+      const bool half = d - j < 16;
+      const __mmask16 m = half ? static_cast<__mmask16>(0xFF) : static_cast<__mmask16>(0xFFFF);
+      const int64_t g0 = j / g, g1 = half ? g0 : (j + 8) / g;
+      const __m512 s = _mm512_insertf32x8(_mm512_set1_ps(pr[g0]), _mm256_set1_ps(pr[g1]), 1);
+      const __m512 z = _mm512_insertf32x8(_mm512_set1_ps(pr[ng + g0]), _mm256_set1_ps(pr[ng + g1]), 1);
+      _mm512_mask_storeu_ps(y + r * d + j, m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(Codes(codes + r * rb, j, bits, half)), s, z));
+    }
+  }
+}
+
 float Dot(const float* a, const float* b, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
   int64_t j = 0;
@@ -85,6 +112,6 @@ void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
 
 }  // namespace
 
-const Table kAvx512 = {&PackRow, &UnpackRow, &Dot, &ScaleAxpy};
+const Table kAvx512 = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
 
 }  // namespace longctx::kivi

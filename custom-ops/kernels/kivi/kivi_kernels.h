@@ -15,6 +15,11 @@ struct Table {
   void (*pack_row)(const float* x, const float* zero, const float* inv, int64_t d, int bits, uint8_t* codes);
   // y[j] = code[j] * scale[j] + zero[j] for one token row (d a multiple of 8).
   void (*unpack_row)(const uint8_t* codes, const float* scale, const float* zero, int64_t d, int bits, float* y);
+  // unpack_row over `rows` consecutive token rows sharing one scale / zero vector (a key group); codes rows d*bits/8
+  // bytes apart, y rows d floats apart.
+  void (*unpack_keys)(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y);
+  // value rows: y[r][j] = code[r][j] * params[r][0][j / g] + params[r][1][j / g], params rows [2, d / g]; g a multiple of 8.
+  void (*unpack_values)(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y);
   // sum_j a[j] * b[j]
   float (*dot)(const float* a, const float* b, int64_t n);
   // y[j] = y[j] * s + a * x[j]

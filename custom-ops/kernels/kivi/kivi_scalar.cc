@@ -30,6 +30,22 @@ void UnpackRow(const uint8_t* codes, const float* scale, const float* zero, int6
   }
 }
 
+void UnpackKeys(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y) {
+  for (int64_t r = 0; r < rows; ++r) UnpackRow(codes + r * d * bits / 8, scale, zero, d, bits, y + r * d);
+}
+
+void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y) {
+  const int per = 8 / bits;
+  const unsigned mask = (1u << bits) - 1u;
+  const int64_t ng = d / g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* c = codes + r * d * bits / 8;
+    const float* pr = params + r * 2 * ng;
+    for (int64_t j = 0; j < d; ++j)
+      y[r * d + j] = static_cast<float>((c[j / per] >> (bits * (j % per))) & mask) * pr[j / g] + pr[ng + j / g];
+  }
+}
+
 float Dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
   for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
@@ -42,6 +58,6 @@ void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
 
 }  // namespace
 
-const Table kScalar = {&PackRow, &UnpackRow, &Dot, &ScaleAxpy};
+const Table kScalar = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
 
 }  // namespace longctx::kivi
