@@ -112,6 +112,14 @@ public class KiviCompileTests
         Assert.That(ex.Message, Does.Not.Contain("\n"));
     }
 
+    [Test]
+    public void Cli_KiviOptionWithoutKivi_IsOneLineError()
+    {
+        var (rc, _, stderr) = CliRunner.Run("compile", Write(), "-o", Path.Combine(_dir, "out"), "--kv-group", "16");
+        Assert.That(rc, Is.Not.Zero);
+        Assert.That(stderr.Trim(), Is.EqualTo("lcc: error: --kv-group applies to --kv kivi2|kivi4 only; add --kv kivi2 or --kv kivi4, or drop --kv-group"));
+    }
+
     [TestCase("--attention", "dense", "does not combine with --attention")]
     [TestCase("--kv-evict", "snapkv", "does not combine with --kv-evict")]
     public void Cli_KiviWithAnotherCacheOption_NamesBoth(string option, string value, string message)

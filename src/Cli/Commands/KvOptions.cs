@@ -59,6 +59,10 @@ internal static class KvOptions
     /// <summary>The parsed spec is KIVI (no scale file: each group's own range).</summary>
     public static bool IsKivi(Spec spec) => spec.Granularity == "kivi";
 
+    /// <summary>--kv-residual or --kv-group when given on the command line (they apply to --kv kivi* only), else null.</summary>
+    public static string? KiviOnlyOptionGiven(ParseResult pr) =>
+        pr.GetResult(KiviResidual) is { Implicit: false } ? "--kv-residual" : pr.GetResult(KiviGroup) is { Implicit: false } ? "--kv-group" : null;
+
     /// <summary>The step --kv kivi2|kivi4 appends: pass kivi-kv with bits, --kv-group, --kv-residual.</summary>
     public static PipelineStep KiviStep(Spec spec, ParseResult pr) => new("kivi-kv", new SortedDictionary<string, string>(StringComparer.Ordinal)
     {
