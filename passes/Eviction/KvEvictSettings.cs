@@ -16,9 +16,12 @@ namespace LongCtx.Passes.Eviction;
 /// <item><c>actqkv</c> (Xiao et al. 2025, arXiv:2502.13542; runtime: <c>ActQkv</c>): budget (upper bound per KV head,
 /// window included), window (the rows the activation-aware probe query is built from, always kept), mass (the
 /// per-layer cut-off: the fewest keys whose share of the probe's attention over the prefix reaches it).</item>
+/// <item><c>adakv</c> (Feng et al. 2024, arXiv:2407.11550; runtime: <c>AdaKv</c>): snapkv's scores, the layer's budget
+/// shared by its KV heads (joint top over all heads, each head keeping at least floor · (budget - window)); heads hold
+/// different lengths, masked through GroupQueryAttention's attention_bias.</item>
 /// </list>
 /// </summary>
-public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0)
+public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0, double Floor = 0)
 {
     /// <summary>Method -> (option, default, help).</summary>
     public static IReadOnlyDictionary<string, IReadOnlyList<(string Key, string Default, string Help)>> Methods { get; } =
@@ -28,6 +31,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
             ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part")],
             ["h2o"] = [("heavy", "10%", "heavy hitters kept"), ("recent", "10%", "recent tokens kept")],
             ["actqkv"] = [("budget", "20%", "most tokens kept per KV head, window included"), ("window", "32", "rows the probe query is built from"), ("mass", "0.9", "share of the probe's attention the kept keys reach (per layer)")],
+            ["adakv"] = [("budget", "20%", "mean tokens kept per KV head, window included; a layer's heads share its budget"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("floor", "0.2", "least share of the selected budget each head keeps (alpha-safeguard, 0-1)")],
         };
 
     /// <summary>The pass options of a CLI spec <c>METHOD[:k=v,...]</c>; unknown methods and keys are one-line errors.</summary>
@@ -59,6 +63,7 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         {
             "h2o" => new(method, 0, 0, 1, 1, Size("heavy"), Size("recent")),
             "actqkv" => new(method, Size("budget"), Int("window", 1), 1, 1, 0, 0, ParseMass(Get("mass"), method)),
+            "adakv" => new(method, Size("budget"), Int("window", 1), Int("pool", 1), 1, 0, 0, Floor: ParseFloor(Get("floor"), method)),
             _ => new(method, Size("budget"), Int("window", 1), Int("pool", 1), method == "pyramidkv" ? ParseBeta(Get("beta"), method) : 1, 0, 0),
         };
     }
@@ -71,10 +76,15 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && m > 0 && m <= 1 ? m
         : throw new ArgumentException($"--kv-evict {method}: mass={s} must be a fraction in (0, 1] (the share of the probe's attention the kept keys reach)");
 
+    private static double ParseFloor(string s, string method) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && f >= 0 && f <= 1 ? f
+        : throw new ArgumentException($"--kv-evict {method}: floor={s} must be a fraction in [0, 1] (the least share of the selected budget each KV head keeps)");
+
     /// <summary>How the method reads in notes and <c>lcc inspect</c>.</summary>
     public override string ToString()
     {
         static string S(double v) => v < 1 ? (v * 100).ToString("0.##", CultureInfo.InvariantCulture) + "%" : v.ToString(CultureInfo.InvariantCulture);
+        if (Method == "adakv") return $"adakv budget={S(Budget)} window={Window} pool={Pool} floor={Floor.ToString(CultureInfo.InvariantCulture)}";
         if (Method == "actqkv") return $"actqkv budget={S(Budget)} window={Window} mass={Mass.ToString(CultureInfo.InvariantCulture)}";
         return Method == "h2o" ? $"h2o heavy={S(Heavy)} recent={S(Recent)}"
             : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "");
