@@ -22,7 +22,7 @@ namespace LongCtx.Passes.Eviction;
 /// Refused (one line): a dense LongAttention (no attention_bias input: name --attention), an op that already has an
 /// attention_bias.
 /// </summary>
-internal static class AdaKvBias
+public static class AdaKvBias
 {
     /// <summary>Prefix of the per-layer attention_bias inputs (layer number appended).</summary>
     public const string InputPrefix = KvEvictPolicy.IoPrefix + "bias.";
