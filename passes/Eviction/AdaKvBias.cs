@@ -34,9 +34,9 @@ public static class AdaKvBias
     {
         var n = b.Match.Anchor;
         if (!Gqa.Is(n))
-            throw new CompileException($"{where} is longctx.LongAttention (from --attention), which has no attention_bias input; --kv-evict adakv masks per head through GroupQueryAttention's: drop --attention or use --kv-evict snapkv");
+            throw new CompileException($"{where} is longctx.LongAttention (from --attention), which has no attention_bias input for the per-head masks (only GroupQueryAttention has one): drop --attention, or evict with snapkv / pyramidkv without ada");
         if (Gqa.Input(n, "attention_bias") is { } existing)
-            throw new CompileException($"{where} already feeds attention_bias ({existing.Name}); --kv-evict adakv needs that input for its per-head mask: use --kv-evict snapkv");
+            throw new CompileException($"{where} already feeds attention_bias ({existing.Name}), which the per-head masks need: evict with snapkv / pyramidkv without ada");
         var type = Gqa.Input(n, "query")!.Type is TensorType { Element: var e } ? e : ElementType.Float;
         var bias = ctx.Rewriter.AddInput(n.Graph, InputPrefix + b.Layer.ToString(CultureInfo.InvariantCulture),
             new TensorType(type, new Shape(Dim.Sym("batch_size"), Dim.Sym("evict_bias_heads"), Dim.Sym("sequence_length"), Dim.Sym("total_sequence_length"))));

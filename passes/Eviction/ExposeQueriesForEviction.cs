@@ -68,7 +68,7 @@ public sealed class ExposeQueriesForEviction : IPass
                 record["seqlens"] = own.Name;
                 ctx.Count("per-layer seqlens_k inputs");
             }
-            if (s.Method == "adakv") record["bias"] = AdaKvBias.Add(b, ctx, $"{model.DisplayName}: --kv-evict {s.Method}: layer {b.Layer}").Name;
+            if (s.Ada) record["bias"] = AdaKvBias.Add(b, ctx, $"{model.DisplayName}: --kv-evict {s.Method}{(s.Method == "adakv" ? "" : ":ada=1")}: layer {b.Layer}").Name;
             var exposed = ctx.Rewriter.Op(g, "Identity", [q], outputName: (string)record["query"]!);
             ctx.Rewriter.AddOutput(g, exposed);
             ctx.Count("attention queries exposed");
@@ -80,7 +80,7 @@ public sealed class ExposeQueriesForEviction : IPass
             ["heavy"] = s.Heavy, ["recent"] = s.Recent, ["layers"] = layers,
         };
         if (s.Method == "actqkv") policy["mass"] = s.Mass;
-        if (s.Method == "adakv") policy["floor"] = s.Floor;
+        if (s.Ada) policy["floor"] = s.Floor;
         ctx.RuntimeConfig[KvEvictPolicy.Key] = policy;
         ctx.Note($"{s}: the runtime compacts the KV cache " + (s.Method == "h2o" ? "at every decode step" : "after each prompt"));
     }

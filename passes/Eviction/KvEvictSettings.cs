@@ -18,17 +18,18 @@ namespace LongCtx.Passes.Eviction;
 /// per-layer cut-off: the fewest keys whose share of the probe's attention over the prefix reaches it).</item>
 /// <item><c>adakv</c> (Feng et al. 2024, arXiv:2407.11550; runtime: <c>AdaKv</c>): snapkv's scores, the layer's budget
 /// shared by its KV heads (joint top over all heads, each head keeping at least floor · (budget - window)); heads hold
-/// different lengths, masked through GroupQueryAttention's attention_bias.</item>
+/// different lengths, masked through GroupQueryAttention's attention_bias. <c>pyramidkv:ada=1</c> shares each layer's
+/// pyramid budget the same way (Ada-PyramidKV, as in the AdaKV paper).</item>
 /// </list>
 /// </summary>
-public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0, double Floor = 0)
+public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0, double Floor = 0, bool Ada = false)
 {
     /// <summary>Method -> (option, default, help).</summary>
     public static IReadOnlyDictionary<string, IReadOnlyList<(string Key, string Default, string Help)>> Methods { get; } =
         new Dictionary<string, IReadOnlyList<(string, string, string)>>(StringComparer.Ordinal)
         {
             ["snapkv"] = [("budget", "20%", "tokens kept per KV head, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel")],
-            ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part")],
+            ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part"), ("ada", "0", "1: a layer's heads share its budget as adakv (Ada-PyramidKV)"), ("floor", "0.2", "with ada=1: least share of the selected budget each head keeps")],
             ["h2o"] = [("heavy", "10%", "heavy hitters kept"), ("recent", "10%", "recent tokens kept")],
             ["actqkv"] = [("budget", "20%", "most tokens kept per KV head, window included"), ("window", "32", "rows the probe query is built from"), ("mass", "0.9", "share of the probe's attention the kept keys reach (per layer)")],
             ["adakv"] = [("budget", "20%", "mean tokens kept per KV head, window included; a layer's heads share its budget"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("floor", "0.2", "least share of the selected budget each head keeps (alpha-safeguard, 0-1)")],
@@ -63,7 +64,8 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         {
             "h2o" => new(method, 0, 0, 1, 1, Size("heavy"), Size("recent")),
             "actqkv" => new(method, Size("budget"), Int("window", 1), 1, 1, 0, 0, ParseMass(Get("mass"), method)),
-            "adakv" => new(method, Size("budget"), Int("window", 1), Int("pool", 1), 1, 0, 0, Floor: ParseFloor(Get("floor"), method)),
+            "adakv" => new(method, Size("budget"), Int("window", 1), Int("pool", 1), 1, 0, 0, Floor: ParseFloor(Get("floor"), method), Ada: true),
+            "pyramidkv" when ParseAda(Get("ada"), method) => new(method, Size("budget"), Int("window", 1), Int("pool", 1), ParseBeta(Get("beta"), method), 0, 0, Floor: ParseFloor(Get("floor"), method), Ada: true),
             _ => new(method, Size("budget"), Int("window", 1), Int("pool", 1), method == "pyramidkv" ? ParseBeta(Get("beta"), method) : 1, 0, 0),
         };
     }
@@ -76,6 +78,13 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && m > 0 && m <= 1 ? m
         : throw new ArgumentException($"--kv-evict {method}: mass={s} must be a fraction in (0, 1] (the share of the probe's attention the kept keys reach)");
 
+    private static bool ParseAda(string s, string method) => s switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => throw new ArgumentException($"--kv-evict {method}: ada={s} must be 0 or 1 (1: a layer's KV heads share its budget, as adakv)"),
+    };
+
     private static double ParseFloor(string s, string method) =>
         double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && f >= 0 && f <= 1 ? f
         : throw new ArgumentException($"--kv-evict {method}: floor={s} must be a fraction in [0, 1] (the least share of the selected budget each KV head keeps)");
@@ -87,7 +96,8 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         if (Method == "adakv") return $"adakv budget={S(Budget)} window={Window} pool={Pool} floor={Floor.ToString(CultureInfo.InvariantCulture)}";
         if (Method == "actqkv") return $"actqkv budget={S(Budget)} window={Window} mass={Mass.ToString(CultureInfo.InvariantCulture)}";
         return Method == "h2o" ? $"h2o heavy={S(Heavy)} recent={S(Recent)}"
-            : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "");
+            : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "")
+                + (Ada ? $" ada=1 floor={Floor.ToString(CultureInfo.InvariantCulture)}" : "");
     }
 
     /// <summary>The pipeline step for a CLI spec.</summary>

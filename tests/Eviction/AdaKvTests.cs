@@ -139,6 +139,23 @@ public sealed class AdaKvTests : RecallCompileFixture
         for (int l = 0; l < 4; l++) Assert.That(cache.HeadLengths(l).Sum(), Is.EqualTo(2 * 24), $"layer {l}: the second prompt (a 24-token budget of it) shares the budget again");
     }
 
+    /// <summary>pyramidkv:ada=1 (Ada-PyramidKV): each layer keeps its pyramid budget in all, shared by its heads.</summary>
+    [Test]
+    public void AdaPyramid_LayersShareFallingBudgetsOverHeads()
+    {
+        using var m = LongCtxModel.Load(Compile("ada-pyramid", "pyramidkv:budget=24,window=8,pool=3,beta=4,ada=1"), RuntimeFixtures.Cpu());
+        using var g = m.CreateGenerator();
+        var cache = (EvictingKvCache)g.Cache;
+        var logits = g.Prefill(Prompt(64), 0);
+        var budgets = EvictionSelection.PyramidBudgets(24, 8, 4, 4);
+        for (int l = 0; l < 4; l++) Assert.That(cache.HeadLengths(l).Sum(), Is.EqualTo(2 * budgets[l]), $"layer {l}");
+        Assert.That(Enumerable.Range(0, 4).Any(l => cache.HeadLengths(l).Distinct().Count() > 1), "heads hold different lengths");
+        logits = g.Forward([Sampler.ArgMax(logits)]);
+        Assert.That(logits.All(float.IsFinite));
+        var inspect = Foundation.CliRunner.Run("inspect", Compile("ada-pyramid", null));
+        Assert.That(inspect.Stdout, Does.Contain("pyramidkv budget=24 window=8 pool=3 beta=4 ada=1 floor=0.2"));
+    }
+
     [Test]
     public void BudgetAtLeastPrompt_EqualsFullCache_SaidOnce() => AssertNoOpBudgetEqualsFullCache("ada-big", "adakv:budget=4096");
 
@@ -147,6 +164,8 @@ public sealed class AdaKvTests : RecallCompileFixture
     [TestCase("adakv:floor=abc", "--kv-evict adakv: floor=abc must be a fraction")]
     [TestCase("adakv:mass=0.5", "option 'mass=0.5' is not one of budget=20%, window=32, pool=7, floor=0.2")]
     [TestCase("adakv:budget=0", "--kv-evict adakv: budget=0 is neither a token count")]
+    [TestCase("pyramidkv:ada=2", "--kv-evict pyramidkv: ada=2 must be 0 or 1")]
+    [TestCase("pyramidkv:ada=1,floor=2", "--kv-evict pyramidkv: floor=2 must be a fraction in [0, 1]")]
     public void BadSpec_IsOneLineError(string spec, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => KvEvictSettings.Parse(KvEvictSettings.FromSpec(spec)))!;

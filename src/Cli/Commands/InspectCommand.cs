@@ -97,7 +97,8 @@ internal static class InspectCommand
         string sizes = ev.Method == "h2o" ? $"heavy={S(ev.Heavy)} recent={S(ev.Recent)}"
             : ev.Method == "actqkv" ? $"budget={S(ev.Budget)} window={ev.Window} mass={ev.Mass:0.###} (activation-aware probe query, per-layer cut-off)"
             : ev.Method == "adakv" ? $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool} floor={ev.Floor:0.###} (heads of a layer share its budget; per-head lengths masked through attention_bias)"
-            : $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool}" + (ev.Method == "pyramidkv" ? $" beta={ev.Beta:0.##}" : "");
+            : $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool}" + (ev.Method == "pyramidkv" ? $" beta={ev.Beta:0.##}" : "")
+              + (ev.Method == "pyramidkv" && ev.Layers.All(l => l.Bias is not null) ? $" ada=1 floor={ev.Floor:0.###} (heads of a layer share its budget)" : "");
         return $"  kv eviction: {ev.Method} {sizes}; the runtime scores {ev.Layers.Count} layers from their exposed queries ({string.Join(", ", ev.Layers.Select(l => l.Query))})";
     }
 }

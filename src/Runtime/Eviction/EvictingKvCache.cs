@@ -18,7 +18,8 @@ namespace LongCtx.Runtime.Eviction;
 /// (<see cref="ActQkv"/>; layers then hold different lengths, as pyramidkv).</item>
 /// <item>adakv: snapkv's votes, the layer's budget shared by its KV heads (<see cref="AdaKv.Select"/>): heads keep
 /// different counts, each right-aligned to the layer's longest head, the leading rows it does not hold masked with -inf
-/// through the layer's attention_bias input (<c>bias</c> in the policy; <see cref="AdaKv.Bias"/>).</item>
+/// through the layer's attention_bias input (<c>bias</c> in the policy; <see cref="AdaKv.AddBiasInputs"/>); pyramidkv
+/// with <c>ada=1</c> shares each layer's pyramid budget the same way.</item>
 /// <item>h2o: the mass is accumulated over the prompt's last window rows and then every decoded token; before a step
 /// that would exceed heavy + recent, each head keeps its recent tokens and its heaviest hitters.</item>
 /// </list>
@@ -150,7 +151,7 @@ public sealed class EvictingKvCache : KvCacheManager
             if (_policy.Method == "actqkv") return ActQkv.CutOff(ProbeScores(l), _len[l], _policy.Window, budgets[l], _policy.Mass);
             var votes = NewScores(l);
             Score(l, _rows[l], _rowPos[l], votes);
-            if (_policy.Method == "adakv") return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap![l]);
+            if (_gap is not null) return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap![l]);
             return votes.Select(v => EvictionSelection.SnapKv(v, _len[l], _policy.Window, budgets[l], _policy.Pool)).ToArray();
         });
     }
