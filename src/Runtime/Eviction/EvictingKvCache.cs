@@ -20,6 +20,9 @@ namespace LongCtx.Runtime.Eviction;
 /// different counts, each right-aligned to the layer's longest head, the leading rows it does not hold masked with -inf
 /// through the layer's attention_bias input (<c>bias</c> in the policy; <see cref="AdaKv.AddBiasInputs"/>); pyramidkv
 /// with <c>ada=1</c> shares each layer's pyramid budget the same way.</item>
+/// <item>lemo: before each further prompt chunk (a step of more than one token) and at the end of the prompt, each
+/// layer keeps its most informative tokens by the window's attention (<see cref="LeMo.Select"/>), at most budget: a
+/// long prompt prefills against a bounded cache.</item>
 /// <item>h2o: the mass is accumulated over the prompt's last window rows and then every decoded token; before a step
 /// that would exceed heavy + recent, each head keeps its recent tokens and its heaviest hitters.</item>
 /// </list>
@@ -85,6 +88,7 @@ public sealed class EvictingKvCache : KvCacheManager
 
     public override void Reserve(int newTokens)
     {
+        if (_policy.Method == "lemo" && newTokens > 1) { EliminateBeforeChunk(); return; }
         if (_mass is null || !_compressed) return;
         int budget = H2oBudget(out int heavy, out int recent);
         if (_inner.Length + newTokens <= budget) return;
@@ -149,11 +153,29 @@ public sealed class EvictingKvCache : KvCacheManager
         Compact(l =>
         {
             if (_policy.Method == "actqkv") return ActQkv.CutOff(ProbeScores(l), _len[l], _policy.Window, budgets[l], _policy.Mass);
+            if (_policy.Method == "lemo") return LeMoKeep(l, budgets[l]);
             var votes = NewScores(l);
             Score(l, _rows[l], _rowPos[l], votes);
             if (_gap is not null) return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap![l]);
             return votes.Select(v => EvictionSelection.SnapKv(v, _len[l], _policy.Window, budgets[l], _policy.Pool)).ToArray();
         });
+    }
+
+    /// <summary>lemo, before a further prompt chunk: layers holding more than the budget (of the tokens seen so far) eliminate down to it.</summary>
+    private void EliminateBeforeChunk()
+    {
+        int budget = KvEvictPolicy.Tokens(_policy.Budget, checked((int)_seen));
+        if (_len.All(n => n <= budget)) return;
+        Compact(l => LeMoKeep(l, budget));
+    }
+
+    /// <summary>lemo: the rows layer <paramref name="l"/> keeps (the same for every KV head: a token leaves the layer whole).</summary>
+    private int[][] LeMoKeep(int l, int budget)
+    {
+        var votes = NewScores(l);
+        Score(l, _rows[l], _rowPos[l], votes);
+        var row = LeMo.Select(votes, _len[l], _policy.Window, budget, _policy.Tau);
+        return votes.Select(_ => row).ToArray();
     }
 
     /// <summary>Per KV head of layer <paramref name="layer"/>, the attention mass the observation window's rows give each cached row now.</summary>
@@ -178,6 +200,8 @@ public sealed class EvictingKvCache : KvCacheManager
     {
         if (rows.Count == 0 || rows.Zip(rows.Skip(1)).Any(p => p.First >= p.Second) || rows[0] < 0 || _len.Any(n => rows[^1] >= n))
             throw new ArgumentException($"{_model}: rows to keep must be ascending and below the {_len.Min()} cached rows");
+        if (_gap is not null && _gap.Any(l => l.Any(p => p > 0)))
+            throw new InvalidOperationException($"{_model}: the heads hold different rows (adakv); keeping the same rows in every head would unmask dropped ones");
         var keep = Enumerable.Repeat(rows.ToArray(), Contract.KvHeads).ToArray();
         Compact(_ => keep);
     }
