@@ -156,7 +156,7 @@ public sealed class EvictingKvCache : KvCacheManager
             if (_policy.Method == "lemo") return LeMoKeep(l, budgets[l]);
             var votes = NewScores(l);
             Score(l, _rows[l], _rowPos[l], votes);
-            if (_gap is not null) return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap![l]);
+            if (_gap is not null) return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap[l]);
             return votes.Select(v => EvictionSelection.SnapKv(v, _len[l], _policy.Window, budgets[l], _policy.Pool)).ToArray();
         });
     }
