@@ -88,3 +88,24 @@ extern "C" LONGCTX_EXPORT int LongCtxLaSparseStats(const char* pattern, int64_t 
   std::memcpy(stats, fields, sizeof fields);
   return rc;
 }
+
+// The selected index with per-kv-head settings (longctx_la_head, issue 10 per-head calibration): head h runs
+// patterns[h] (0 dense, 3 trishape, 4 vslash, 5 xattn, 6 block) with vertical[h], slash[h], threshold[h], sink[h],
+// window[h], last[h]; min_len, stride, local_blocks and vert_stride are shared. Same inputs and mask as LongCtxLaSparseMask.
+extern "C" LONGCTX_EXPORT int LongCtxLaSparseMaskHeads(int64_t S, int64_t H, int64_t Hkv, int64_t D, const float* q, const float* k,
+                                                       const float* v, const float* cos, const float* sin, int64_t max_pos,
+                                                       const int64_t* patterns, const int64_t* vertical, const int64_t* slash,
+                                                       const float* threshold, const int64_t* sink, const int64_t* window,
+                                                       const int64_t* last, int64_t min_len, int64_t stride, int64_t local_blocks,
+                                                       int64_t vert_stride, uint8_t* mask, char* err, size_t err_len) {
+  const longctx_la_sparse shared{min_len, 0, 0, 1.f, stride, 0, local_blocks, vert_stride};
+  Prefill call("dense", S, H, Hkv, D, q, k, v, cos, sin, max_pos, shared, 0, 1);
+  std::vector<longctx_la_head> heads(static_cast<size_t>(Hkv));
+  for (int64_t h = 0; h < Hkv; ++h) {
+    longctx_la_sparse sp = shared;
+    sp.vertical = vertical[h]; sp.slash = slash[h]; sp.threshold = threshold[h]; sp.last = last[h];
+    heads[static_cast<size_t>(h)] = longctx_la_head{static_cast<longctx_la_pattern>(patterns[h]), sink[h], window[h], sp};
+  }
+  call.p.heads = heads.data();
+  return static_cast<int>(longctx_la_sparse_mask(&call.p, mask, err, err_len));
+}
