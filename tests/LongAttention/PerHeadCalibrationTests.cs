@@ -170,3 +170,63 @@ public sealed class PerHeadCalibrationTests
         finally { Directory.Delete(dir, true); }
     }
 }
+
+/// <summary>
+/// The native calibration scorer (<c>LongCtxLaMaskErrors</c>) against the managed reference loop: same densities, errors
+/// within 1e-9 relative. <see cref="ScorerTiming"/> times both side by side (explicit:
+/// <c>LONGCTX_SCORER_S=8192 ./test.sh -c Release --no-build --filter "FullyQualifiedName~ScorerTiming"</c>).
+/// </summary>
+[TestFixture]
+public sealed class NativeScorerTests
+{
+    internal static LayerInputs RandomLayer(int S, int seed)
+    {
+        const int H = 4, Hkv = 2, D = 32;
+        var rng = new Random(seed);
+        float[] R(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var cos = new float[S * D / 2];
+        var sin = new float[S * D / 2];
+        for (int p = 0; p < S; p++)
+            for (int i = 0; i < D / 2; i++)
+            {
+                double th = p * Math.Pow(10000.0, -2.0 * i / D);
+                (cos[p * D / 2 + i], sin[p * D / 2 + i]) = ((float)Math.Cos(th), (float)Math.Sin(th));
+            }
+        return new LayerInputs(0, H, Hkv, D, S, R(S * H * D), R(S * Hkv * D), R(S * Hkv * D), cos, sin, S, 1 / Math.Sqrt(D));
+    }
+
+    [Test]
+    public void Native_EqualsManaged()
+    {
+        RequireLibrary();
+        var x = RandomLayer(512, 21);
+        var native = AttentionCalibration.ScoreLayer(x, AttentionCalibration.DefaultCandidates, LibPath);
+        var managed = AttentionCalibration.ScoreLayer(x, AttentionCalibration.DefaultCandidates, LibPath, managed: true);
+        for (int c = 0; c < native.Count; c++)
+        {
+            Assert.That(native[c].HeadDensity, Is.EqualTo(managed[c].HeadDensity));
+            for (int h = 0; h < native[c].HeadError.Length; h++)
+                Assert.That(native[c].HeadError[h], Is.EqualTo(managed[c].HeadError[h]).Within(1e-9 * Math.Max(1e-12, managed[c].HeadError[h])), $"{native[c].Candidate} head {h}");
+        }
+        Assert.That(native.Select(s => s.Error), Has.Some.GreaterThan(1e-3), "some candidate leaves mass out");
+    }
+
+    [Test, Explicit("timing: managed vs native scorer, side by side")]
+    public void ScorerTiming()
+    {
+        RequireLibrary();
+        int S = int.TryParse(Environment.GetEnvironmentVariable("LONGCTX_SCORER_S"), out var s) ? s : 2048;
+        var x = RandomLayer(S, 5);
+        TestContext.Out.WriteLine($"uptime: {File.ReadAllText("/proc/loadavg").Trim()}; S={S}, 4 heads / 2 KV heads x 32, {AttentionCalibration.DefaultCandidates.Count} candidates");
+        TestContext.Out.WriteLine("| rep | managed s | native s |");
+        for (int rep = 0; rep < 2; rep++)
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            AttentionCalibration.ScoreLayer(x, AttentionCalibration.DefaultCandidates, LibPath, managed: true);
+            double m = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            AttentionCalibration.ScoreLayer(x, AttentionCalibration.DefaultCandidates, LibPath);
+            TestContext.Out.WriteLine($"| {rep} | {m:0.00} | {sw.Elapsed.TotalSeconds:0.00} |");
+        }
+    }
+}
