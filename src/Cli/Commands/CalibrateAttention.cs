@@ -99,7 +99,7 @@ internal static class CalibrateAttention
             layers.AddRange(heads.Select((h, l) => PerHeadChoice.ToLayer(inputs[0][l].Layer, h)));
         }
         log($"lcc: scored {AttentionCalibration.DefaultCandidates.Count} candidates on {layers.Count} layers in {sw.Elapsed.TotalSeconds:0.0} s; "
-            + (perLayer ? "one pattern per layer" : $"chose per layer and KV head, mean density {layers.Average(l => l.Density).ToString("0.###", CultureInfo.InvariantCulture)} within {density.ToString("0.###", CultureInfo.InvariantCulture)}"));
+            + (perLayer ? "one pattern per layer" : $"chose per layer and KV head: mean density {layers.Average(l => l.Density).ToString("0.###", CultureInfo.InvariantCulture)} (budget {density.ToString("0.###", CultureInfo.InvariantCulture)})"));
         var m = capture.Model;
         return new AttentionCalibrationFile(AttentionCalibrationFile.CurrentVersion, m.Name, m.Sha256, m.Layers, m.Heads, m.KvHeads, what, prompts.Count,
             prompts.Max(p => p.Length), density, seed, layers);
