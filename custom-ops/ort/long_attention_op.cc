@@ -337,8 +337,10 @@ struct LongAttentionKernel {
                            st == LONGCTX_INVALID_ARGUMENT || st == LONGCTX_ISA_REFUSED ? ORT_INVALID_ARGUMENT : ORT_RUNTIME_EXCEPTION);
     // Bad input from issue 10: a budget larger than the sequence runs dense; said once per kernel.
     if (stats.covered_heads > 0 && !covered_noted.exchange(true))
-      std::fprintf(stderr, "lcc: note: LongAttention pattern '%s': the budget covers every key of this %lld-token prompt; it runs dense\n",
-                   PatternName(config.pattern), static_cast<long long>(S));
+      std::fprintf(stderr, "lcc: note: LongAttention pattern '%s'%s: the budget covers every key of this %lld-token prompt; it runs dense\n",
+                   PatternName(config.pattern),
+                   config.heads.empty() ? "" : (" with per-kv-head budgets (" + std::to_string(stats.covered_heads) + " heads)").c_str(),
+                   static_cast<long long>(S));
   }
 
   static const char* PatternName(longctx_la_pattern p) {

@@ -117,6 +117,24 @@ public sealed class PerHeadSparseTests
         Assert.That(MaxAbsDiff(got, MaskedReference(x, mask)), Is.LessThanOrEqualTo(2e-5));
     }
 
+    [Test]
+    public void HeadBudgetOverTheSequence_RunsThatHeadDense()
+    {
+        // kv head 0: vslash with 100000 columns (larger than the 512-token prompt: dense, noted once); kv head 1: trishape
+        var x = Inputs(new Random(4));
+        var attrs = LayerAttrs("vslash", "auto");
+        attrs.AddRange(HeadAttrs(["vslash", "trishape"]));
+        var hv = attrs.Single(a => a.Name == "head_vertical");
+        hv.Ints[0] = 100000;
+        var got = RunOp("vslash", attrs, x);
+        var dense = RunOp("dense", [], x);
+        int G = Hq / Hkv;
+        double Diff(int kvh) => Enumerable.Range(0, S * Hq).Where(r => r % Hq / G == kvh)
+            .Max(r => Enumerable.Range(0, D).Max(d => Math.Abs(got[r * D + d] - dense[r * D + d])));
+        Assert.That(Diff(0), Is.LessThanOrEqualTo(1e-5), "the covered head runs dense");
+        Assert.That(Diff(1), Is.GreaterThan(1e-3), "the trishape head stays sparse");
+    }
+
     [TestCase("vslash", "head_pattern", new long[] { 4 }, "attribute 'head_pattern' has 1 values, expected one per kv head (2)", TestName = "HeadPatternLength_IsNamed")]
     [TestCase("vslash", "head_pattern", new long[] { 4, 1 }, "kv head 1: head_pattern id 1 is unknown (valid: 0 dense, 3 trishape, 4 vslash, 5 xattn, 6 block)", TestName = "StreamingHead_IsRejected")]
     [TestCase("vslash", "head_vertical", new long[] { 4, 4 }, "attribute 'head_vertical' needs 'head_pattern'", TestName = "BudgetWithoutHeadPattern_IsRejected")]
