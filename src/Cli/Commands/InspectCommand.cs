@@ -80,7 +80,7 @@ internal static class InspectCommand
                       : Str("pattern") is not (null or "dense") && pars.Length > 0 ? $" ({pars})" : "")
                   .Append(Str("density") is { } dens ? $"  expected density {dens}" : "")
                   .Append(Str("calibrated_density") is { } cd ? $" (calibrated {cd}, error {Str("calibrated_error")})" : "")
-                  .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
+                  .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append(InspectHeads.Of(r)).Append('\n');
             }
         }
         if (KvEvictPolicy.From(m.Runtime, "longctx.json") is { } ev)
