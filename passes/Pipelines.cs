@@ -17,6 +17,7 @@ public static class Pipelines
         ["token-filter"] = () => new Eviction.GemFilterPass(),
         ["quantize-kv"] = () => new Kv.QuantizeKvCache(),
         ["hadamard-kv"] = () => new Kv.HadamardRotateKv(),
+        ["kivi-kv"] = () => new Kv.LowerToKivi(),
     }.Concat(Rope.RopeMethods.All.Select(m => KeyValuePair.Create(m.PassName, (Func<IPass>)m.Create)))
      .ToDictionary(StringComparer.Ordinal);
 

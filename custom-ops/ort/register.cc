@@ -12,7 +12,8 @@
 
 // The op table: one line per op.
 #define LONGCTX_OPS(X) \
-  X(ReferenceAttention)
+  X(ReferenceAttention) \
+  X(KiviAttention)
 
 namespace longctx::ort {
 

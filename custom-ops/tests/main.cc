@@ -33,6 +33,7 @@ constexpr Test kOnce[] = {
 
 constexpr Test kPerIsa[] = {
     {"kvquant", &longctx::test::KvQuantTests},
+    {"kivi", &longctx::test::KiviTests},
     {"long_attention", &longctx::test::LongAttentionTests},
     {"sparse_attention", &longctx::test::SparseAttentionTests},
 };

@@ -11,6 +11,7 @@ void AttentionReferenceTests(Ctx& ctx);
 
 // Run once per ISA path the CPU supports, with that path active.
 void KvQuantTests(Ctx& ctx);
+void KiviTests(Ctx& ctx);
 void LongAttentionTests(Ctx& ctx);
 void SparseAttentionTests(Ctx& ctx);
 

@@ -87,11 +87,13 @@ public sealed record RuntimeSection
     public KvPolicy? Kv { get; init; }
     /// <summary>The quantized KV cache layout (null: the cache has the model's float type).</summary>
     public KvQuantization? KvQuant { get; init; }
+    /// <summary>The KIVI cache layout (null: no KIVI cache).</summary>
+    public KiviLayout? Kivi { get; init; }
 
     [JsonExtensionData] public Dictionary<string, JsonElement>? Other { get; init; }
 
     /// <summary>Whether the section says nothing at all.</summary>
-    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && Kv is null && KvQuant is null && (Other is null || Other.Count == 0);
+    [JsonIgnore] public bool IsEmpty => MaxContext is null && MaxPositionEmbeddings is null && Capabilities is null && Opsets is null && Kv is null && KvQuant is null && Kivi is null && (Other is null || Other.Count == 0);
 
     /// <summary>
     /// The typed section from the loose values passes record (name -> number, string, list, dictionary): known keys

@@ -48,6 +48,7 @@ public sealed partial record DecoderContract(
             else if (name == IoNames.WriteIndices) writeIdx = name;
             else if (name == IoNames.NonPadKvSeqLen) nonpad = name;
             else if (name.StartsWith(KvEvictPolicy.IoPrefix, StringComparison.Ordinal)) { } // fed by the evicting KV cache (pass kv-evict)
+            else if (name.StartsWith(KiviLayout.IoPrefix, StringComparison.Ordinal)) { } // the quantized store, fed by KiviKvCache (lcc compile --kv kivi*)
             else if (KvNames.Parse(name, KvRole.Past) is { Layout: KvLayout.Packed } pk) packed[pk.Layer] = name;
             else if (KvNames.Parse(name, KvRole.Past) is { } kv) (kv.Layout == KvLayout.Static ? stat : past)[(kv.Layer, kv.Part == KvPart.Key)] = name;
             else

@@ -114,7 +114,8 @@ public sealed class LongCtxModel : IDisposable
         ReferenceEquals(cache.Contract, Contract) ? new(this, cache) : throw new ArgumentException($"{Name}: the cache was built for another model's contract");
 
     /// <summary>A fresh cache of the kind this model's generators use.</summary>
-    public KvCacheManager CreateCache() => Evict is { } ev ? EvictingCache(ev)
+    public KvCacheManager CreateCache() => Runtime.Kivi is { } kivi ? new KiviKvCache(Contract, Name, kivi)
+        : Evict is { } ev ? EvictingCache(ev)
         : KvCache == KvCacheMode.Shared && Streaming is { } sp
         ? new StreamingKvCache(Contract, Name, sp, StreamingStep)
         : KvCache == KvCacheMode.Shared

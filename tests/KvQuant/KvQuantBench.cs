@@ -16,7 +16,7 @@ namespace LongCtx.Tests.KvQuant;
 /// prompt of length L, KV bytes per token. Then decode ms/token, KV MiB and peak RSS (reset before each measurement) at
 /// the decode lengths, models compiled for the longest. Environment:
 /// LONGCTX_KVQ_LENGTHS (default 256,512,1024,2048,4096,16384), LONGCTX_KVQ_LIMIT (prompts per set, 0 = all; default 20),
-/// LONGCTX_KVQ_DECODE (default 8k,32k), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel).
+/// LONGCTX_KVQ_DECODE (default 8k,32k), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel,fp32/long-attention,kivi4,kivi2).
 /// <code>LONGCTX_TESTS=all LONGCTX_KVQ_LIMIT=0 ./test.sh -c Release --no-build --filter "FullyQualifiedName~KvQuantBench" --logger "console;verbosity=detailed"</code>
 /// (LONGCTX_TESTS=all: without it test.sh adds a category clause and NUnit skips the explicit fixture).
 /// </summary>
@@ -32,6 +32,9 @@ public class KvQuantBench
         ("int4/channel", ["--kv", "int4", "--kv-granularity", "channel"]),
         ("int4:rotate/tensor", ["--kv", "int4:rotate", "--kv-granularity", "tensor"]),
         ("int4:rotate/channel", ["--kv", "int4:rotate", "--kv-granularity", "channel"]),
+        ("fp32/long-attention", ["--attention", "dense"]), // the fp32 LongAttention kernel KIVI is compared with at decode
+        ("kivi4", ["--kv", "kivi4"]),                       // KIVI: residual 128, group 32 (the paper's defaults)
+        ("kivi2", ["--kv", "kivi2"]),
     ];
 
     private static string Env(string name, string dflt) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : dflt;
@@ -81,7 +84,7 @@ public class KvQuantBench
                     if (name == "fp32") fpAcc = acc;
                     var f = name == "fp32" ? null : Benchmark.Compare(models[0].Model, m, len, 8, 2048);
                     TestContext.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{len,6}  {name,-20}  {acc,8:F3}  {(acc - fpAcc) * 100,7:+0.0;-0.0;0.0}  {(f is null ? "-" : f.MeanKl.ToString("G3")),9}  {(f is null ? "-" : f.Top1Agreement.ToString("F3")),5}  {m.Contract.KvBytesPerToken,10}"));
+                        $"{len,6}  {name,-20}  {acc,8:F3}  {(acc - fpAcc) * 100,7:+0.0;-0.0;0.0}  {(f is null ? "-" : f.MeanKl.ToString("G3")),9}  {(f is null ? "-" : f.Top1Agreement.ToString("F3")),5}  {KvBytesPerToken(m),10:F0}"));
                 }
             }
             finally { foreach (var (_, m) in models) m.Dispose(); }
@@ -105,6 +108,10 @@ public class KvQuantBench
         }
         finally { foreach (var (_, m) in dec) m.Dispose(); }
     }
+
+    /// <summary>Stored KV bytes per token: KIVI's quantized store with scales and zeros amortised (the fp32 residual is a
+    /// constant R..R+G-1 tokens), else the cache tensors' element size.</summary>
+    private static double KvBytesPerToken(LongCtxModel m) => m.Runtime.Kivi is { } k ? k.QuantizedBytesPerToken : m.Contract.KvBytesPerToken;
 
     private static int[] RuntimeCliOptionsLengths(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
         .Select(t => t.EndsWith('k') ? 1024 * int.Parse(t[..^1], CultureInfo.InvariantCulture) : int.Parse(t, CultureInfo.InvariantCulture)).ToArray();

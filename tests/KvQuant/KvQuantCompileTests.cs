@@ -258,7 +258,7 @@ public class KvQuantCompileTests
         Assert.That(noCalib.ExitCode, Is.EqualTo(0), noCalib.Stderr);
         Assert.That(noCalib.Stderr, Does.Contain("calibrating on the built-in synthetic set"));
         var bad = CliRunner.Run("compile", src, "-o", Path.Combine(_dir, "x"), "--kv", "int3");
-        Assert.That((bad.ExitCode, bad.Stderr.Trim()), Is.EqualTo((1, "lcc: error: --kv int3: unknown mode; valid: int8, int4, int4:rotate")));
+        Assert.That((bad.ExitCode, bad.Stderr.Trim()), Is.EqualTo((1, "lcc: error: --kv int3: unknown mode; valid: int8, int4, int4:rotate, kivi2, kivi4")));
         var noKv = CliRunner.Run("calibrate", src);
         Assert.That(noKv.ExitCode, Is.EqualTo(1));
         Assert.That(noKv.Stderr, Does.StartWith("lcc: error: lcc calibrate needs one of --kv or --attention"));

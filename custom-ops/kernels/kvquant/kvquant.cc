@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/guard.h"
 #include "kvquant/kvquant_kernels.h"
 #include "longctx/kvquant.h"
 
@@ -21,16 +22,7 @@ constexpr longctx::dispatch::ByIsa<kq::Table> kTables = {&kq::kScalar, &kq::kAvx
 bool BadShape(int64_t tokens, int64_t channels) { return tokens < 0 || channels < 0; }
 bool Empty(int64_t tokens, int64_t channels) { return tokens == 0 || channels == 0; }
 
-template <typename F>
-longctx_status Guard(F&& body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return LONGCTX_OUT_OF_MEMORY;
-  } catch (...) {
-    return LONGCTX_INTERNAL;
-  }
-}
+using longctx::Guard;
 
 }  // namespace
 

@@ -64,7 +64,16 @@ internal static class CompileCommand
             };
             steps = CalibrateAttention.ForAuto(steps, input.FullName, outDir.FullName, opts, ct);
             string? scratch = null;
-            if (KvOptions.Parse(pr) is { } kv)
+            if (KvOptions.Parse(pr) is { } kivi && KvOptions.IsKivi(kivi))
+            {
+                if (attention is not null) throw new ArgumentException($"--kv {kivi.Mode} runs its own attention op (longctx.KiviAttention); it does not combine with --attention (longctx.LongAttention); give one of them");
+                if (pr.GetValue(EvictOptions.KvEvict) is not null || pr.GetValue(TokenFilterOptions.TokenFilter) is not null)
+                    throw new ArgumentException($"--kv {kivi.Mode} does not combine with --kv-evict / --token-filter: eviction compacts an fp32 cache; give one of them");
+                steps = [.. steps, KvOptions.KiviStep(kivi, pr)];
+            }
+            else if (KvOptions.KiviOnlyOptionGiven(pr) is { } stray)
+                throw new ArgumentException($"{stray} applies to --kv kivi2|kivi4 only; add --kv kivi2 or --kv kivi4, or drop {stray}");
+            else if (KvOptions.Parse(pr) is { } kv)
             {
                 if (attention is not null) throw new ArgumentException("--kv quantizes ORT's GroupQueryAttention cache; it does not combine with --attention (longctx.LongAttention)");
                 if (pr.GetValue(EvictOptions.KvEvict) is not null || pr.GetValue(TokenFilterOptions.TokenFilter) is not null)

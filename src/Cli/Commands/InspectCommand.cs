@@ -34,6 +34,7 @@ internal static class InspectCommand
             card ??= ArchitectureCard.FromModelIo(m, out whyNoCard);
             var cost = card is null ? null : CostModel.Compute(card, costOptions);
             var kvq = manifest?.Runtime.KvQuant is { } q ? KvCacheFootprint.Of(m, q) : null;
+            var kivi = manifest?.Runtime.Kivi is { } kl ? KiviFootprint.Of(kl) : null;
             if (pr.GetValue(json))
             {
                 var node = JsonSerializer.SerializeToNode(report, Cli.Json)!.AsObject();
@@ -43,6 +44,7 @@ internal static class InspectCommand
                 if (whyNoCard is not null) node["architecture_note"] = whyNoCard;
                 if (manifest is not null) node["longctx"] = JsonSerializer.SerializeToNode(manifest, LongCtxManifest.JsonOptions);
                 if (kvq is not null) node["kv_cache"] = JsonSerializer.SerializeToNode(kvq, Cli.Json);
+                if (kivi is not null) node["kv_cache"] = JsonSerializer.SerializeToNode(kivi, Cli.Json);
                 Console.Out.Write(node.ToJsonString(Cli.Json) + "\n");
                 return Cli.Ok;
             }
@@ -51,6 +53,7 @@ internal static class InspectCommand
             Console.Out.Write(card is null ? whyNoCard + "\n" : card.ToText() + cost!.ToText());
             if (manifest is not null) Console.Out.Write(RenderManifest(manifest));
             if (kvq is not null) Console.Out.Write(kvq.ToText());
+            if (kivi is not null) Console.Out.Write(kivi.ToText());
             return Cli.Ok;
         }));
         return cmd;

@@ -174,8 +174,21 @@ public static class OpSchemas
          Int("min_len"), Int("last"), Int("vertical"), Int("slash"), Float("threshold", 0.9f), Int("stride"), Int("local_blocks"), Int("vert_stride")],
         "custom-ops LongAttention op");
 
+    /// <summary>
+    /// longctx.KiviAttention (custom-ops/ort/kivi_attention_op.cc): attention over a KIVI 2/4-bit cache; past_key /
+    /// past_value are the fp32 residual, the quantized store comes as key/value codes (uint8) and params (float32 scale,
+    /// zero); cos/sin last. float32 only.
+    /// </summary>
+    public static readonly OpSchema KiviAttention = new(LongCtxDomain, "KiviAttention", 1,
+        [new("query", Optional: false), new("key", Optional: false), new("value", Optional: false), new("past_key", Optional: false), new("past_value", Optional: false),
+         new("seqlens_k", Optional: false), new("total_sequence_length", Optional: false), new("key_codes", Optional: false), new("key_params", Optional: false),
+         new("value_codes", Optional: false), new("value_params", Optional: false), new("cos_cache"), new("sin_cache")],
+        [new("output", Optional: false), new("present_key", Optional: false), new("present_value", Optional: false)],
+        [Int("num_heads"), Int("kv_num_heads"), Float("scale", 0f), Int("do_rotary", 0), Int("rotary_interleaved", 0), Int("bits"), Int("group", 32)],
+        "custom-ops KiviAttention op");
+
     public static IReadOnlyList<OpSchema> All { get; } =
-        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, MsAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention];
+        [GroupQueryAttention, MsRotaryEmbedding, MultiHeadAttention, MsAttention, SparseAttention, Attention, RotaryEmbedding, ReferenceAttention, LongAttention, KiviAttention];
 
     /// <summary>The schema of <paramref name="n"/>'s operator, or null when it is not in the table.</summary>
     public static OpSchema? Of(Node n) => All.FirstOrDefault(s => s.Is(n));

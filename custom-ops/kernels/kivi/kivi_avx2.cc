@@ -1,0 +1,94 @@
+// KIVI, AVX2 variant (-mavx2 -mfma -mf16c): 8 channels per step. Unpack broadcasts the 8 codes' bytes (4 bytes at
+// 4 bits, 2 at 2 bits) to every lane and shifts each lane by its own amount (vpsrlvd); pack rounds 8 lanes with
+// cvtps2dq (round half to even, as the scalar path) and ors the shifted codes together.
+#include <immintrin.h>
+
+#include "kivi/kivi_kernels.h"
+
+namespace longctx::kivi {
+namespace {
+
+void PackRow(const float* x, const float* zero, const float* inv, int64_t d, int bits, uint8_t* codes) {
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  const __m256i shifts = bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+                                   : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  for (int64_t j = 0; j < d; j += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(zero + j)), _mm256_loadu_ps(inv + j));
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    const __m256i c = _mm256_sllv_epi32(_mm256_cvtps_epi32(v), shifts);
+    // or-reduce the 8 lanes (disjoint bits: a sum is an or)
+    __m128i s = _mm_or_si128(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    s = _mm_or_si128(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_or_si128(s, _mm_srli_si128(s, 4));
+    const uint32_t word = static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+    uint8_t* out = codes + j * bits / 8;
+    out[0] = static_cast<uint8_t>(word);
+    out[1] = static_cast<uint8_t>(word >> 8);
+    if (bits == 4) {
+      out[2] = static_cast<uint8_t>(word >> 16);
+      out[3] = static_cast<uint8_t>(word >> 24);
+    }
+  }
+}
+
+// The 8 codes of channels [j, j + 8) as floats.
+inline __m256 Codes8(const uint8_t* codes, int64_t j, int bits) {
+  const __m256i shifts = bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+                                   : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const uint8_t* in = codes + j * bits / 8;
+  uint32_t word = static_cast<uint32_t>(in[0]) | static_cast<uint32_t>(in[1]) << 8;
+  if (bits == 4) word |= static_cast<uint32_t>(in[2]) << 16 | static_cast<uint32_t>(in[3]) << 24;
+  const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
+                                     _mm256_set1_epi32((1 << bits) - 1));
+  return _mm256_cvtepi32_ps(c);
+}
+
+void UnpackRow(const uint8_t* codes, const float* scale, const float* zero, int64_t d, int bits, float* y) {
+  for (int64_t j = 0; j < d; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(Codes8(codes, j, bits), _mm256_loadu_ps(scale + j), _mm256_loadu_ps(zero + j)));
+}
+
+void UnpackKeys(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y) {
+  const int64_t rb = d * bits / 8;
+  for (int64_t j = 0; j < d; j += 8) {  // channel-outer: the group's scale and zero stay in registers
+    const __m256 s = _mm256_loadu_ps(scale + j), z = _mm256_loadu_ps(zero + j);
+    for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(y + r * d + j, _mm256_fmadd_ps(Codes8(codes + r * rb, j, bits), s, z));
+  }
+}
+
+void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y) {
+  const int64_t rb = d * bits / 8, ng = d / g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = params + r * 2 * ng;
+    for (int64_t k = 0; k < ng; ++k) {
+      const __m256 s = _mm256_set1_ps(pr[k]), z = _mm256_set1_ps(pr[ng + k]);
+      for (int64_t j = k * g; j < (k + 1) * g; j += 8) _mm256_storeu_ps(y + r * d + j, _mm256_fmadd_ps(Codes8(codes + r * rb, j, bits), s, z));
+    }
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  float r = _mm_cvtss_f32(s);
+  for (; j < n; ++j) r += a[j] * b[j];
+  return r;
+}
+
+void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s), va = _mm256_set1_ps(a);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_mul_ps(_mm256_loadu_ps(y + j), vs)));
+  for (; j < n; ++j) y[j] = y[j] * s + a * x[j];
+}
+
+}  // namespace
+
+const Table kAvx2 = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
+
+}  // namespace longctx::kivi

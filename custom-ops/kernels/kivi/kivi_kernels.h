@@ -1,0 +1,33 @@
+// Internal: the per-ISA function table of the KIVI family (longctx/kivi.h).
+//
+// The dispatch file (kivi.cc) validates arguments, computes each group's scale / zero / reciprocal once (so every
+// path writes the same codes) and runs the attention driver; the variants run the inner loops. Variant files
+// include only <immintrin.h> and this header (see kvquant_kernels.h for why).
+#pragma once
+
+#include <stdint.h>
+
+namespace longctx::kivi {
+
+struct Table {
+  // codes of one token row: c[j] = clamp(rne((x[j] - zero[j]) * inv[j]), 0, 2^bits - 1), packed (kivi.h layout).
+  // d is a multiple of 8.
+  void (*pack_row)(const float* x, const float* zero, const float* inv, int64_t d, int bits, uint8_t* codes);
+  // y[j] = code[j] * scale[j] + zero[j] for one token row (d a multiple of 8).
+  void (*unpack_row)(const uint8_t* codes, const float* scale, const float* zero, int64_t d, int bits, float* y);
+  // unpack_row over `rows` consecutive token rows sharing one scale / zero vector (a key group); codes rows d*bits/8
+  // bytes apart, y rows d floats apart.
+  void (*unpack_keys)(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y);
+  // value rows: y[r][j] = code[r][j] * params[r][0][j / g] + params[r][1][j / g], params rows [2, d / g]; g a multiple of 8.
+  void (*unpack_values)(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y);
+  // sum_j a[j] * b[j]
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // y[j] = y[j] * s + a * x[j]
+  void (*scale_axpy)(float s, float a, const float* x, float* y, int64_t n);
+};
+
+extern const Table kScalar;  // kivi_scalar.cc
+extern const Table kAvx2;    // kivi_avx2.cc
+extern const Table kAvx512;  // kivi_avx512.cc
+
+}  // namespace longctx::kivi
