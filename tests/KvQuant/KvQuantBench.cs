@@ -16,7 +16,7 @@ namespace LongCtx.Tests.KvQuant;
 /// prompt of length L, KV bytes per token. Then decode ms/token, KV MiB and peak RSS (reset before each measurement) at
 /// the decode lengths, models compiled for the longest. Environment:
 /// LONGCTX_KVQ_LENGTHS (default 256,512,1024,2048,4096,16384), LONGCTX_KVQ_LIMIT (prompts per set, 0 = all; default 20),
-/// LONGCTX_KVQ_DECODE (default 8k,32k), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel).
+/// LONGCTX_KVQ_DECODE (default 8k,32k; none skips the decode part), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel).
 /// <code>LONGCTX_TESTS=all LONGCTX_KVQ_LIMIT=0 ./test.sh -c Release --no-build --filter "FullyQualifiedName~KvQuantBench" --logger "console;verbosity=detailed"</code>
 /// (LONGCTX_TESTS=all: without it test.sh adds a category clause and NUnit skips the explicit fixture).
 /// </summary>
@@ -87,6 +87,7 @@ public class KvQuantBench
             finally { foreach (var (_, m) in models) m.Dispose(); }
         }
 
+        if (Env("LONGCTX_KVQ_DECODE", "8k,32k") == "none") return; // accuracy only; decode and memory: lcc bench --baseline ... (docs/results.md)
         var decode = RuntimeCliOptionsLengths(Env("LONGCTX_KVQ_DECODE", "8k,32k"));
         int steps = int.Parse(Env("LONGCTX_KVQ_DECODE_STEPS", "16"), CultureInfo.InvariantCulture);
         int top = decode.Max();
