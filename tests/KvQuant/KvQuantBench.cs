@@ -16,9 +16,10 @@ namespace LongCtx.Tests.KvQuant;
 /// prompt of length L, KV bytes per token. Then decode ms/token, KV MiB and peak RSS (reset before each measurement) at
 /// the decode lengths, models compiled for the longest. Environment:
 /// LONGCTX_KVQ_LENGTHS (default 256,512,1024,2048,4096,16384), LONGCTX_KVQ_LIMIT (prompts per set, 0 = all; default 20),
-/// LONGCTX_KVQ_DECODE (default 8k,32k; none skips the decode part), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel).
+/// LONGCTX_KVQ_DECODE (default 8k,32k), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel).
 /// <code>LONGCTX_TESTS=all LONGCTX_KVQ_LIMIT=0 ./test.sh -c Release --no-build --filter "FullyQualifiedName~KvQuantBench" --logger "console;verbosity=detailed"</code>
 /// (LONGCTX_TESTS=all: without it test.sh adds a category clause and NUnit skips the explicit fixture).
+/// LONGCTX_KVQ_DECODE=none measures accuracy only (decode and memory side by side: lcc bench with repeated --baseline).
 /// </summary>
 [TestFixture, Explicit("benchmark: minutes of CPU; run by hand"), Category("Bench")]
 public class KvQuantBench
