@@ -19,7 +19,7 @@ namespace LongCtx.Tests.CustomOps;
 /// so RoPE makes scores depend on the distance), keys 0-3 are attention sinks (+3u). Not a unit test:
 ///   LONGCTX_TESTS=all LONGCTX_BENCH_LENGTHS=8192,16384,32768,65536 ./test.sh -c Release --no-build --filter "FullyQualifiedName~SparsePrefillBench" --logger "console;verbosity=detailed"
 /// (LONGCTX_TESTS=all: test.sh otherwise adds a category filter, and NUnit then skips [Explicit] tests.)
-/// LONGCTX_BENCH_LENGTHS defaults to 2048,4096; LONGCTX_BENCH_REPS (default 3; 1 from 16k); GQA materialises
+/// LONGCTX_BENCH_LENGTHS defaults to 2048,4096; LONGCTX_BENCH_SHAPES (default both: recall-public,llama-8L-1024); LONGCTX_BENCH_REPS (default 3; 1 from 16k); GQA materialises
 /// H*S*S float scores and is n/a above LONGCTX_BENCH_GQA_GIB (default 4) GiB of them. The log-log plot of model ms
 /// against length per contestant, with O(L^2) and O(L) slopes through dense's first point, is written to
 /// LONGCTX_BENCH_PLOT (default sparse-prefill.png in the test directory).
@@ -55,7 +55,10 @@ public sealed class SparsePrefillBench
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { "uptime: " + Uptime(), $"{"shape",-14} {"len",6} {"contestant",-10} {"model ms",10} {"vs GQA",8} {"vs dense",9} {"density",8} {"estimate",9}" };
         var points = new Dictionary<(string Shape, string Who), List<(double L, double Ms)>>();
-        foreach (var sh in Shapes)
+        var shapes = Environment.GetEnvironmentVariable("LONGCTX_BENCH_SHAPES") is { Length: > 0 } want
+            ? Shapes.Where(x => want.Split(',').Contains(x.Name)).ToArray() : Shapes;
+        Assert.That(shapes, Is.Not.Empty, $"LONGCTX_BENCH_SHAPES: none of {string.Join(", ", Shapes.Select(x => x.Name))}");
+        foreach (var sh in shapes)
             foreach (int len in lengths)
             {
                 var x = Inputs(sh, len);

@@ -19,6 +19,7 @@ namespace LongCtx.Tests.KvQuant;
 /// LONGCTX_KVQ_DECODE (default 8k,32k), LONGCTX_KVQ_DECODE_STEPS (default 16), LONGCTX_KVQ_VARIANTS (default all, e.g. fp32,int8/channel,fp32/long-attention,kivi4,kivi2).
 /// <code>LONGCTX_TESTS=all LONGCTX_KVQ_LIMIT=0 ./test.sh -c Release --no-build --filter "FullyQualifiedName~KvQuantBench" --logger "console;verbosity=detailed"</code>
 /// (LONGCTX_TESTS=all: without it test.sh adds a category clause and NUnit skips the explicit fixture).
+/// LONGCTX_KVQ_DECODE=none measures accuracy only (decode and memory side by side: lcc bench with repeated --baseline).
 /// </summary>
 [TestFixture, Explicit("benchmark: minutes of CPU; run by hand"), Category("Bench")]
 public class KvQuantBench
@@ -90,6 +91,7 @@ public class KvQuantBench
             finally { foreach (var (_, m) in models) m.Dispose(); }
         }
 
+        if (Env("LONGCTX_KVQ_DECODE", "8k,32k") == "none") return; // accuracy only; decode and memory: lcc bench --baseline ... (docs/results.md)
         var decode = RuntimeCliOptionsLengths(Env("LONGCTX_KVQ_DECODE", "8k,32k"));
         int steps = int.Parse(Env("LONGCTX_KVQ_DECODE_STEPS", "16"), CultureInfo.InvariantCulture);
         int top = decode.Max();

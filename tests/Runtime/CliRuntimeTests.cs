@@ -85,6 +85,30 @@ public sealed class CliRuntimeTests
     }
 
     [Test]
+    public void Bench_RepeatedBaseline_InterleavesEveryModelPerLength()
+    {
+        var model = RuntimeFixtures.Require(RuntimeFixtures.RecallModel);
+        var other = RuntimeFixtures.Require(RuntimeFixtures.Static24); // same vocabulary (256), different weights, context 16
+        string json = Path.Combine(_tmp, "m.json"), png = Path.Combine(_tmp, "m.png");
+        var (rc, stdout, stderr) = Lcc("bench", model, "--baseline", model, "--baseline", other, "--lengths", "8,12", "--decode", "2", "--reps", "1",
+            "--ep", "cpu", "--json-out", json, "--plot", png);
+        Assert.That(rc, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("baseline1 recall-public/model.onnx").And.Contain("load average at start -> end"));
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToArray();
+        Assert.That(rows.Select(r => r.GetProperty("length").GetInt32()), Is.EqualTo(new[] { 8, 8, 8, 12, 12, 12 }), "all three models at one length before the next");
+        Assert.That(rows[0].GetProperty("vs_baseline").ValueKind, Is.EqualTo(JsonValueKind.Null), "the first baseline is the reference");
+        Assert.That(rows[1].GetProperty("vs_baseline").GetProperty("mean_kl").GetDouble(), Is.GreaterThan(0.01), "the second baseline differs from the first");
+        Assert.That(rows[2].GetProperty("vs_baseline").GetProperty("max_abs_diff").GetDouble(), Is.EqualTo(0), "MODEL equals the first baseline");
+
+        var quick = Lcc("bench", model, "--baseline", model, "--baseline", other, "--lengths", "8", "--decode", "1", "--reps", "1", "--no-fidelity",
+            "--ep", "cpu", "--json-out", json, "--plot", png);
+        Assert.That(quick.rc, Is.EqualTo(0), quick.stderr);
+        using var q = JsonDocument.Parse(File.ReadAllText(json));
+        Assert.That(q.RootElement.GetProperty("rows").EnumerateArray().Select(r => r.GetProperty("vs_baseline").ValueKind), Is.All.EqualTo(JsonValueKind.Null));
+    }
+
+    [Test]
     public void Fidelity_SeesADifferentModel()
     {
         using var a = RuntimeFixtures.Load(RuntimeFixtures.RecallModel);

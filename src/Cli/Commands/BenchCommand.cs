@@ -8,15 +8,18 @@ using LongCtx.Runtime.Bench;
 namespace LongCtx.Cli.Commands;
 
 /// <summary>
-/// <c>lcc bench MODEL [--baseline OTHER] --lengths 256,512,1k,4k [--decode 32] [--reps 3]</c>:
+/// <c>lcc bench MODEL [--baseline OTHER]... --lengths 256,512,1k,4k [--decode 32] [--reps 3]</c>:
 /// prefill time, decode ms/token, KV bytes, peak RSS; with a baseline, logit fidelity. Table + JSON + PNG.
+/// <c>--baseline</c> repeats: every model is measured at one length before the next length (baselines in the order
+/// given, then MODEL), so load drift on a shared box hits all of them alike; fidelity is against the first baseline.
 /// </summary>
 internal static class BenchCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "model .onnx or compiled folder" };
-        var baseline = new Option<string?>("--baseline") { Description = "a second model measured side by side; fidelity is reported against it" };
+        var baseline = new Option<string[]>("--baseline") { Description = "a model measured side by side, interleaved per length; repeat for several (fidelity is reported against the first)", Arity = ArgumentArity.ZeroOrMore };
+        var noFidelity = new Option<bool>("--no-fidelity") { Description = "skip the logit comparison with the first baseline (it prefills both models once more per length)" };
         var baselineKv = new Option<string?>("--baseline-kv-cache") { Description = "KV cache of the baseline (auto|concat|shared; default: --kv-cache); e.g. the same model with --baseline-kv-cache concat" };
         var lengths = new Option<string>("--lengths") { Description = "prompt lengths, e.g. 256,512,1k,4k", DefaultValueFactory = _ => "256,512,1k,4k" };
         var decode = new Option<int>("--decode") { Description = "decode steps timed per length", DefaultValueFactory = _ => 32 };
@@ -27,7 +30,7 @@ internal static class BenchCommand
         var plot = new Option<FileInfo?>("--plot") { Description = "PNG plot of prefill time and peak memory against length (default: bench.png)" };
         var rt = new RuntimeCliOptions();
         var cmd = new Command("bench", "Prefill/decode speed, KV bytes, peak memory and (with --baseline) logit fidelity per prompt length")
-            { model, baseline, baselineKv, lengths, decode, reps, chunk, seed, jsonOut, plot };
+            { model, baseline, baselineKv, noFidelity, lengths, decode, reps, chunk, seed, jsonOut, plot };
         rt.AddTo(cmd);
         cmd.SetAction((pr, ct) => Task.FromResult(Cli.Guard(() =>
         {
@@ -38,32 +41,55 @@ internal static class BenchCommand
             var opts = rt.Build(pr);
             using var cand = RuntimeCliOptions.Load(pr.GetValue(model)!, opts);
             var baseOpts = pr.GetValue(baselineKv) is { } bk ? opts with { KvCache = RuntimeOptions.ParseKvCache(bk) } : opts;
-            using var basem = pr.GetValue(baseline) is { } b ? RuntimeCliOptions.Load(b, baseOpts) : null;
+            var bases = new List<LongCtxModel>();
+            using var disposeBases = new Disposer(bases);
+            foreach (var b in pr.GetValue(baseline) ?? []) bases.Add(RuntimeCliOptions.Load(b, baseOpts));
+            var basem = bases.FirstOrDefault();
+            bool fidelity = !pr.GetValue(noFidelity);
             // rows name the KV cache when the two sides differ in it
             string Tag(LongCtxModel m) => basem is not null && basem.KvCache != cand.KvCache ? $" [{m.KvCache.ToString().ToLowerInvariant()} kv]" : "";
             var rows = new List<BenchRow>();
+            string load = Uptime();
+            Console.Error.WriteLine("bench: load average " + load);
             foreach (var len in lens)
             {
-                if (basem is not null)
+                foreach (var (bm, i) in bases.Select((m, i) => (m, i)))
                 {
-                    var br = Benchmark.Measure(basem, len, nDecode, nReps, nChunk, s, ct);
-                    br = br with { Model = "baseline " + br.Model + Tag(basem) };
+                    var br = Benchmark.Measure(bm, len, nDecode, nReps, nChunk, s, ct);
+                    br = br with { Model = (bases.Count == 1 ? "baseline " : $"baseline{i + 1} ") + br.Model + Tag(bm) };
+                    if (i > 0 && fidelity) br = br with { VsBaseline = Benchmark.Compare(basem!, bm, len, Math.Min(nDecode, 8), nChunk, s, ct) };
                     rows.Add(br);
                     Console.Error.WriteLine(Line(br));
                 }
                 var row = Benchmark.Measure(cand, len, nDecode, nReps, nChunk, s, ct);
                 row = row with { Model = row.Model + Tag(cand) };
-                if (basem is not null) row = row with { VsBaseline = Benchmark.Compare(basem, cand, len, Math.Min(nDecode, 8), nChunk, s, ct) };
+                if (basem is not null && fidelity) row = row with { VsBaseline = Benchmark.Compare(basem, cand, len, Math.Min(nDecode, 8), nChunk, s, ct) };
                 rows.Add(row);
                 Console.Error.WriteLine(Line(row));
             }
+            load += " -> " + Uptime();
             Console.Out.Write(Table(rows, cand.Provider));
+            Console.Out.WriteLine($"(load average at start -> end: {load})");
             OutputFiles.Write(json, tmp => File.WriteAllText(tmp, JsonSerializer.Serialize(new { provider = cand.Provider.ToString(), chunk = nChunk, rows }, Cli.Json) + "\n"));
             OutputFiles.Write(png, tmp => Plot(rows, tmp));
             Console.Out.WriteLine($"wrote {json}, {png}");
             return Cli.Ok;
         })));
         return cmd;
+    }
+
+    /// <summary>The 1/5/15-minute load averages (/proc/loadavg), or "n/a" off Linux.</summary>
+    private static string Uptime()
+    {
+        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
+        catch (IOException) { return "n/a"; }
+        catch (UnauthorizedAccessException) { return "n/a"; }
+    }
+
+    /// <summary>Disposes the baselines loaded so far, also when a later one fails to load.</summary>
+    private sealed class Disposer(List<LongCtxModel> models) : IDisposable
+    {
+        public void Dispose() { foreach (var m in models) m.Dispose(); }
     }
 
     private static string Line(BenchRow r) => $"bench: {r.Model} L={r.Length} prefill {r.PrefillMs.Median:F1} ms, decode {r.DecodeMsPerToken.Median:F2} ms/token";
