@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "longctx/long_attention.h"
+#include "long_attention_heads.h"
 #include "ort_helpers.h"
 
 #define LONGCTX_EXPORT __attribute__((visibility("default")))
@@ -63,6 +64,7 @@ struct Config {
   int64_t sink = 0, window = 0, chunk_size = 0, local_size = 0, trained_context = 0;
   longctx_la_sparse sparse{};  // trishape / vslash / xattn (defaults: SparseDefaults)
   int isa_override = -1;  // -1: the library's active path
+  std::vector<longctx_la_head> heads;  // per-kv-head settings (long_attention_heads.h); empty: the layer's
 };
 
 // Defaults of the sparse prefill attributes (the compiler writes them explicitly; see custom-ops/README.md).
@@ -161,6 +163,8 @@ Config ReadConfig(const OrtKernelInfo* info) {
          ", local_size=" + std::to_string(c.local_size) + ")");
   if (c.pattern == LONGCTX_LA_DCA && c.trained_context < 0)
     Fail("dca trained_context must be >= 0 (0 = no softmax scale factor)");
+
+  c.heads = ReadHeadAttrs(info, kOp, c.pattern, c.sink, c.window, c.sparse, c.kv_num_heads);
 
   std::string isa = "auto";
   StringAttr(info, "isa", &isa);
@@ -319,6 +323,7 @@ struct LongAttentionKernel {
     p.chunk_size = config.chunk_size; p.local_size = config.local_size; p.trained_context = config.trained_context;
     p.isa_override = config.isa_override;
     p.sparse = config.sparse;
+    p.heads = config.heads.empty() ? nullptr : config.heads.data();
     longctx_la_stats stats{};
     p.stats = &stats;
     OrtExecutor executor{raw};
@@ -332,8 +337,10 @@ struct LongAttentionKernel {
                            st == LONGCTX_INVALID_ARGUMENT || st == LONGCTX_ISA_REFUSED ? ORT_INVALID_ARGUMENT : ORT_RUNTIME_EXCEPTION);
     // Bad input from issue 10: a budget larger than the sequence runs dense; said once per kernel.
     if (stats.covered_heads > 0 && !covered_noted.exchange(true))
-      std::fprintf(stderr, "lcc: note: LongAttention pattern '%s': the budget covers every key of this %lld-token prompt; it runs dense\n",
-                   PatternName(config.pattern), static_cast<long long>(S));
+      std::fprintf(stderr, "lcc: note: LongAttention pattern '%s'%s: the budget covers every key of this %lld-token prompt; it runs dense\n",
+                   PatternName(config.pattern),
+                   config.heads.empty() ? "" : (" with per-kv-head budgets (" + std::to_string(stats.covered_heads) + " heads)").c_str(),
+                   static_cast<long long>(S));
   }
 
   static const char* PatternName(longctx_la_pattern p) {

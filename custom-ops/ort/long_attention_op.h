@@ -11,7 +11,8 @@
 //   T = float32 or float16 (one op registration per type).
 //   attrs   num_heads, kv_num_heads (required); scale (0 => 1/sqrt(D)); do_rotary, rotary_interleaved;
 //           pattern "dense" | "streaming" | "dca"; sink, window (streaming); chunk_size, local_size,
-//           trained_context (dca); isa "auto" | "scalar" | "avx2" | "avx512" (tests). An attribute of another
+//           trained_context (dca); the sparse prefill patterns' attributes and their per-KV-head overrides
+//           head_pattern, head_vertical, ... (long_attention_heads.h); isa "auto" | "scalar" | "avx2" | "avx512" (tests). An attribute of another
 //           pattern, an unknown pattern / isa value, and GQA's local_window_size / softcap / smooth_softmax
 //           (not implemented here) are errors listing what is valid.
 // When present_key's buffer is past_key's (IOBinding of one shared buffer) the S new tokens are

@@ -2,7 +2,9 @@
 //   * every pattern equals a masked dense reference (double) built from the index the library selected
 //     (longctx_la_sparse_mask), with small budgets and with budgets that select every key (== dense);
 //   * the estimators find a planted vertical column, a planted diagonal and a planted key block;
-//   * the length gate and a budget larger than the sequence run dense, and say so in the stats.
+//   * the length gate and a budget larger than the sequence run dense, and say so in the stats;
+//   * per-KV-head settings (longctx_la_params.heads): heads with different patterns, dense heads among them, equal the
+//     masked reference of each head's index, also with a past, with key splits and for decode (all heads gated).
 // Run once per ISA path by main.cc (kPerIsa).
 #include <cmath>
 #include <cstring>
@@ -28,6 +30,7 @@ struct SparseCase {
   longctx_la_sparse sparse{/*min_len*/ 0, /*vertical*/ 8, /*slash*/ 8, /*threshold*/ 0.5f, /*stride*/ 8, /*last*/ 16,
                            /*local_blocks*/ 2, /*vert_stride*/ 3};
   int64_t sink = 4, window = 32;
+  std::vector<longctx_la_head> heads;  // per-kv-head settings (size Hkv), or empty: the layer's for every head
   // Which way the call must go: 's'parse, 'g'ated or 'c'overed.
   char expect = 's';
   // Edits the random q [S][H][D], k and v [total][Hkv][D] (past rows first) before the call.
@@ -41,6 +44,14 @@ struct SparseRun {
   double max_err = 0;            // against the masked reference
   bool ok = false;
 };
+
+// KV heads that run a sparse pattern (not dense) in case c.
+int64_t SparseHeads(const SparseCase& c) {
+  if (c.heads.empty()) return c.Hkv;
+  int64_t n = 0;
+  for (const longctx_la_head& h : c.heads) n += h.pattern != LONGCTX_LA_DENSE;
+  return n;
+}
 
 SparseRun RunSparse(Ctx& ctx, const SparseCase& c, ThreadPool* pool) {
   SparseRun run;
@@ -91,6 +102,7 @@ SparseRun RunSparse(Ctx& ctx, const SparseCase& c, ThreadPool* pool) {
   p.do_rotary = c.rotary; p.cos_cache = cs.data(); p.sin_cache = sn.data(); p.rotary_dim = D; p.max_pos = max_pos;
   p.pattern = c.pattern; p.sink = c.sink; p.window = c.window; p.sparse = c.sparse; p.isa_override = -1;
   p.stats = &run.stats;
+  p.heads = c.heads.empty() ? nullptr : c.heads.data();
   if (pool) { p.parallel_for = &ThreadPool::ParallelFor; p.executor = pool; p.num_threads_hint = pool->size(); }
 
   char err[512] = {0};
@@ -101,8 +113,9 @@ SparseRun RunSparse(Ctx& ctx, const SparseCase& c, ThreadPool* pool) {
   CHECK_MSG(ctx, rc == LONGCTX_OK, "%s: kernel error: %s", c.name.c_str(), err);
   if (rc != LONGCTX_OK) return run;
   const longctx_la_stats& st = run.stats;
-  const int64_t want_sparse = c.expect == 's' ? Hkv : 0, want_gated = c.expect == 'g' ? Hkv : 0;
-  const int64_t want_covered = c.expect == 'c' ? Hkv : 0;
+  const int64_t nsparse = SparseHeads(c);
+  const int64_t want_sparse = c.expect == 's' ? nsparse : 0, want_gated = c.expect == 'g' ? nsparse : 0;
+  const int64_t want_covered = c.expect == 'c' ? nsparse : 0;
   CHECK_MSG(ctx, st.sparse_heads == want_sparse && st.gated_heads == want_gated && st.covered_heads == want_covered,
             "%s: sparse/gated/covered heads %lld/%lld/%lld, expected '%c'", c.name.c_str(),
             static_cast<long long>(st.sparse_heads), static_cast<long long>(st.gated_heads),
@@ -154,6 +167,17 @@ int64_t Selected(const SparseRun& r) {
   return n;
 }
 
+// Selected keys of the kv heads that run sparse (the stats count only those).
+int64_t SelectedSparse(const SparseCase& c, const SparseRun& r) {
+  if (c.heads.empty()) return Selected(r);
+  const size_t per = r.mask.size() / static_cast<size_t>(c.Hkv);
+  int64_t n = 0;
+  for (size_t h = 0; h < c.heads.size(); ++h)
+    if (c.heads[h].pattern != LONGCTX_LA_DENSE)
+      for (size_t i = h * per; i < (h + 1) * per; ++i) n += r.mask[i];
+  return n;
+}
+
 void CheckMatchesReference(Ctx& ctx, const SparseCase& c, ThreadPool* pool, double tol, bool want_all) {
   const SparseRun r = RunSparse(ctx, c, pool);
   if (!r.ok) return;
@@ -166,10 +190,10 @@ void CheckMatchesReference(Ctx& ctx, const SparseCase& c, ThreadPool* pool, doub
     CHECK_MSG(ctx, Selected(r) < causal, "%s: a small budget selected every causal key", c.name.c_str());
   }
   if (c.expect == 's')
-    CHECK_MSG(ctx, r.stats.keys_selected == Selected(r) && r.stats.keys_causal == causal,
+    CHECK_MSG(ctx, r.stats.keys_selected == SelectedSparse(c, r) && r.stats.keys_causal == causal / c.Hkv * SparseHeads(c),
               "%s: stats.keys_selected %lld (causal %lld), mask %lld", c.name.c_str(),
               static_cast<long long>(r.stats.keys_selected), static_cast<long long>(r.stats.keys_causal),
-              static_cast<long long>(Selected(r)));
+              static_cast<long long>(SelectedSparse(c, r)));
 }
 
 // Planted structure: all queries share a direction u; key `col` is 4u (a vertical line), or key j is
@@ -292,6 +316,28 @@ void SparseAttentionTests(Ctx& ctx) {
   SparseCase tbig = tri;
   tbig.name = "trishape_window_over_sequence"; tbig.window = 100000; tbig.expect = 'c';
   CheckMatchesReference(ctx, tbig, &pool, 1e-5, true);
+
+  // Per-KV-head settings: four different heads (one dense), then with a past, with key splits, and decode.
+  auto head = [](longctx_la_pattern pat, const longctx_la_sparse& sp, int64_t sink, int64_t window) {
+    return longctx_la_head{pat, sink, window, sp};
+  };
+  longctx_la_sparse hv = vs.sparse, hx = xa.sparse, ht = tri.sparse;
+  hv.vertical = 4; hv.slash = 2; hx.threshold = 0.5f; hx.stride = 16; ht.last = 37;
+  SparseCase mixed = vs;
+  mixed.name = "per_head_vslash_xattn_trishape_dense"; mixed.H = 8; mixed.Hkv = 4;
+  mixed.heads = {head(LONGCTX_LA_VSLASH, hv, 0, 1), head(LONGCTX_LA_XATTN, hx, 0, 1), head(LONGCTX_LA_TRISHAPE, ht, 5, 40),
+                 head(LONGCTX_LA_DENSE, hv, 0, 1)};
+  CheckMatchesReference(ctx, mixed, &pool, 2e-5, false);
+  SparseCase mpast = mixed;
+  mpast.name = "per_head_chunk_with_past"; mpast.past = 70; mpast.S = 200;
+  CheckMatchesReference(ctx, mpast, nullptr, 2e-5, false);
+  SparseCase msplit = vs;
+  msplit.name = "per_head_key_split"; msplit.H = 4; msplit.Hkv = 2; msplit.past = 600; msplit.S = 128;
+  msplit.heads = {head(LONGCTX_LA_BLOCK, blk.sparse, 0, 1), head(LONGCTX_LA_XATTN, hx, 0, 1)};
+  CheckMatchesReference(ctx, msplit, &pool, 2e-5, false);
+  SparseCase mdec = mixed;
+  mdec.name = "per_head_decode_dense"; mdec.past = 300; mdec.S = 1; mdec.expect = 'g';
+  CheckMatchesReference(ctx, mdec, &pool, 1e-5, true);
 
   PlantedEstimates(ctx, &pool);
 }

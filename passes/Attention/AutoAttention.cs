@@ -6,8 +6,9 @@ namespace LongCtx.Passes.Attention;
 /// <c>--attention auto</c> with <c>calib=FILE</c> (issue 10 item 2): every layer is lowered with the sparse prefill pattern
 /// its calibration chose (<see cref="AttentionCalibrationFile"/>); each layer's options are parsed exactly as
 /// <c>--attention PATTERN:k=v</c> would be (<see cref="LongAttentionSettings.Parse"/>), so a calibrated layer equals that
-/// layer compiled with its pattern by hand. The model's layer and head counts are checked against the file by
-/// <see cref="LowerToLongAttention"/> before anything changes.
+/// layer compiled with its pattern by hand. A layer whose KV heads chose differently (calibration file version 2) is
+/// lowered with per-head attributes (<see cref="PerHeadAttention"/>). The model's layer and head counts are checked against
+/// the file by <see cref="LowerToLongAttention"/> before anything changes.
 /// </summary>
 internal static class AutoAttention
 {
@@ -19,14 +20,20 @@ internal static class AutoAttention
         var perLayer = new SortedDictionary<int, LongAttentionSettings>();
         foreach (var l in file.PerLayer)
         {
-            var opts = new Dictionary<string, string>(l.Options, StringComparer.Ordinal) { ["pattern"] = l.Pattern, ["layers"] = l.Layer.ToString(System.Globalization.CultureInfo.InvariantCulture) };
-            if (trained is int t) opts["trained-context"] = t.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            if (context is int c) opts["context"] = c.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            try { perLayer[l.Layer] = LongAttentionSettings.Parse(opts, null, model, context) with { Said = null }; }
+            LongAttentionSettings One(string pattern, IReadOnlyDictionary<string, string> choice)
+            {
+                var opts = new Dictionary<string, string>(choice, StringComparer.Ordinal) { ["pattern"] = pattern, ["layers"] = l.Layer.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+                if (trained is int t) opts["trained-context"] = t.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (context is int c) opts["context"] = c.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                return LongAttentionSettings.Parse(opts, null, model, context) with { Said = null };
+            }
+            try { perLayer[l.Layer] = One(l.Pattern, l.Options); }
             catch (CompileException e) { throw new CompileException($"{path}: layer {l.Layer}: {e.Message}"); }
+            if (l.IsPerHead) perLayer[l.Layer] = perLayer[l.Layer] with { Heads = PerHeadAttention.Parse(l, path, One) };
         }
         string said = $"auto: per-layer patterns from {path} (calibrated on {file.Model}, {file.Data}, density budget {AttentionCalibrationFile.Format(file.DensityBudget)}): "
-            + string.Join("; ", file.PerLayer.Select(l => $"layer {l.Layer} {AttentionCalibrationFile.Spec(l)}"));
+            + string.Join("; ", file.PerLayer.Select(l => $"layer {l.Layer} " + (l.IsPerHead
+                ? "per KV head [" + string.Join(" | ", l.Heads!.Select(AttentionCalibrationFile.Spec)) + "]" : AttentionCalibrationFile.Spec(l))));
         return new LongAttentionSettings(AttentionPattern.Dense, 0, 0, 0, 0, new SortedSet<int>(perLayer.Keys), trained, context, said)
         {
             PerLayer = perLayer, Calibration = (path, file),
@@ -57,6 +64,11 @@ internal static class AutoAttention
             row["calibrated_density"] = Math.Round(cal.Density, 4);
             row["calibrated_error"] = Math.Round(cal.Error, 5);
             row["head_density"] = cal.HeadDensity.Select(x => Math.Round(x, 4)).ToList();
+            if (ls.Heads is { } heads)
+            {
+                row["options"] = $"per KV head, density_at={length}";
+                PerHeadAttention.Record(row, heads, cal.Heads!, length);
+            }
         }
     }
 }

@@ -109,6 +109,7 @@ internal sealed class GqaToLongAttention : RewriteRule<LongAttentionMatch>
         if (s.Pattern == AttentionPattern.Dca)
             attrs.AddRange([Attr.Int("chunk_size", s.Chunk), Attr.Int("local_size", s.Local), Attr.Int("trained_context", s.TrainedContext!.Value)]);
         if (s.Sparse is { } sp) attrs.AddRange(sp.Attrs(s.Pattern, s.Sink, s.Window));
+        if (s.Heads is { } heads) attrs.AddRange(PerHeadAttention.Attrs(heads));
         string prefix = $"layers.{m.Layer}.long_attention";
         var la = rw.AddNode(g, La.OpType, inputs, [prefix + ".output", prefix + ".present_key", prefix + ".present_value"], attrs,
             domain: La.Domain, name: $"/layers.{m.Layer}/LongAttention");

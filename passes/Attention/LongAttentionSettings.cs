@@ -40,6 +40,9 @@ public sealed record LongAttentionSettings(AttentionPattern Pattern, int Sink, i
     /// <summary><c>auto</c>: each calibrated layer's own settings (<see cref="AutoAttention"/>), else null.</summary>
     public IReadOnlyDictionary<int, LongAttentionSettings>? PerLayer { get; init; }
 
+    /// <summary><c>auto</c>, a layer whose KV heads chose differently: each KV head's settings (<see cref="PerHeadAttention"/>), else null.</summary>
+    public IReadOnlyList<LongAttentionSettings>? Heads { get; init; }
+
     /// <summary><c>auto</c>: the calibration file and its contents.</summary>
     public (string Path, AttentionCalibrationFile File)? Calibration { get; init; }
 

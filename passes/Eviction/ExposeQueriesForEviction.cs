@@ -25,14 +25,16 @@ namespace LongCtx.Passes.Eviction;
 ///                                                  ==>    └──► Identity ──► longctx_evict_query.L (graph output)
 /// </code>
 /// pyramidkv and actqkv (layers keep different budgets; ActQKV, Xiao et al. 2025, arXiv:2502.13542) also give each attention its own seqlens_k graph input
-/// <c>longctx_evict_seqlens_k.L</c>, fed by the runtime. The graph's computation is unchanged (exact); eviction itself happens in the runtime's KV manager. Refused with a
+/// <c>longctx_evict_seqlens_k.L</c>, fed by the runtime; adakv (heads of a layer hold different lengths; AdaKV, Feng et
+/// al. 2024, arXiv:2407.11550) adds both that and an attention_bias input per layer (<see cref="AdaKvBias"/>); lemo
+/// (token elimination during chunked prefill, after LeMo, arXiv:2501.09767) the seqlens_k inputs. The graph's computation is unchanged (exact); eviction itself happens in the runtime's KV manager. Refused with a
 /// one-line error: a layer whose attention was not recognised (named), a block that is not canonical GroupQueryAttention
 /// or dense LongAttention (streaming / dca cache un-rotated or remapped keys: naming the pattern and the method), packed QKV.
 /// </summary>
 public sealed class ExposeQueriesForEviction : IPass
 {
     public string Name => "kv-evict";
-    public string Description => "expose each layer's attention query and record the KV eviction policy (snapkv, pyramidkv, h2o, actqkv) the runtime applies";
+    public string Description => "expose each layer's attention query and record the KV eviction policy (snapkv, pyramidkv, h2o, actqkv, adakv, lemo) the runtime applies";
     public bool IsExact => true;
 
     /// <summary>Prefix of the graph outputs this pass adds (layer number appended).</summary>
@@ -58,7 +60,7 @@ public sealed class ExposeQueriesForEviction : IPass
             var record = LayerRecord(b, QueryOutputPrefix + b.Layer.ToString(CultureInfo.InvariantCulture), $"{model.DisplayName}: --kv-evict {s.Method}: layer {b.Layer}", $"--kv-evict {s.Method}");
             var q = Gqa.Input(n, "query")!;
             var g = n.Graph;
-            if (s.Method is "pyramidkv" or "actqkv")
+            if (s.Method is "pyramidkv" or "actqkv" or "adakv" or "lemo")
             {
                 // layers keep different budgets, so each attention reads its own valid length (GQA / LongAttention
                 // seqlens_k is per batch row: [B] int32 = rows held - 1); total_sequence_length stays the longest
@@ -67,6 +69,7 @@ public sealed class ExposeQueriesForEviction : IPass
                 record["seqlens"] = own.Name;
                 ctx.Count("per-layer seqlens_k inputs");
             }
+            if (s.Ada) record["bias"] = AdaKvBias.Add(b, ctx, $"{model.DisplayName}: --kv-evict {s.Method}{(s.Method == "adakv" ? "" : ":ada=1")}: layer {b.Layer}").Name;
             var exposed = ctx.Rewriter.Op(g, "Identity", [q], outputName: (string)record["query"]!);
             ctx.Rewriter.AddOutput(g, exposed);
             ctx.Count("attention queries exposed");
@@ -78,8 +81,10 @@ public sealed class ExposeQueriesForEviction : IPass
             ["heavy"] = s.Heavy, ["recent"] = s.Recent, ["layers"] = layers,
         };
         if (s.Method == "actqkv") policy["mass"] = s.Mass;
+        if (s.Ada) policy["floor"] = s.Floor;
+        if (s.Method == "lemo") policy["tau"] = s.Tau;
         ctx.RuntimeConfig[KvEvictPolicy.Key] = policy;
-        ctx.Note($"{s}: the runtime compacts the KV cache " + (s.Method == "h2o" ? "at every decode step" : "after each prompt"));
+        ctx.Note($"{s}: the runtime compacts the KV cache " + (s.Method == "h2o" ? "at every decode step" : s.Method == "lemo" ? "before each further prompt chunk and after each prompt" : "after each prompt"));
     }
 
     /// <summary>

@@ -16,18 +16,28 @@ namespace LongCtx.Passes.Eviction;
 /// <item><c>actqkv</c> (Xiao et al. 2025, arXiv:2502.13542; runtime: <c>ActQkv</c>): budget (upper bound per KV head,
 /// window included), window (the rows the activation-aware probe query is built from, always kept), mass (the
 /// per-layer cut-off: the fewest keys whose share of the probe's attention over the prefix reaches it).</item>
+/// <item><c>adakv</c> (Feng et al. 2024, arXiv:2407.11550; runtime: <c>AdaKv</c>): snapkv's scores, the layer's budget
+/// shared by its KV heads (joint top over all heads, each head keeping at least floor · (budget - window)); heads hold
+/// different lengths, masked through GroupQueryAttention's attention_bias. <c>pyramidkv:ada=1</c> shares each layer's
+/// pyramid budget the same way (Ada-PyramidKV, as in the AdaKV paper).</item>
+/// <item><c>lemo</c> (after Wang et al. 2025, arXiv:2501.09767; runtime: <c>LeMo</c>): token elimination during chunked
+/// prefill: before each further prompt chunk and at the end of the prompt, each layer drops the tokens its window's
+/// queries attend to least (a token leaves every head), those under tau x the mean informativeness first, keeping at
+/// most budget (a fraction counts the tokens seen so far), so a long prompt prefills against a bounded cache.</item>
 /// </list>
 /// </summary>
-public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0)
+public sealed record KvEvictSettings(string Method, double Budget, int Window, int Pool, double Beta, double Heavy, double Recent, double Mass = 0, double Floor = 0, bool Ada = false, double Tau = 0)
 {
     /// <summary>Method -> (option, default, help).</summary>
     public static IReadOnlyDictionary<string, IReadOnlyList<(string Key, string Default, string Help)>> Methods { get; } =
         new Dictionary<string, IReadOnlyList<(string, string, string)>>(StringComparer.Ordinal)
         {
             ["snapkv"] = [("budget", "20%", "tokens kept per KV head, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel")],
-            ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part")],
+            ["pyramidkv"] = [("budget", "20%", "mean tokens kept per KV head over layers, window included"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("beta", "20", "bottom/top layer ratio of the selected part"), ("ada", "0", "1: a layer's heads share its budget as adakv (Ada-PyramidKV)"), ("floor", "0.2", "with ada=1: least share of the selected budget each head keeps")],
             ["h2o"] = [("heavy", "10%", "heavy hitters kept"), ("recent", "10%", "recent tokens kept")],
             ["actqkv"] = [("budget", "20%", "most tokens kept per KV head, window included"), ("window", "32", "rows the probe query is built from"), ("mass", "0.9", "share of the probe's attention the kept keys reach (per layer)")],
+            ["lemo"] = [("budget", "20%", "most tokens a layer keeps, window included (a fraction: of the tokens seen so far)"), ("window", "32", "the chunk's last queries that score informativeness, always kept"), ("tau", "0.1", "tokens under tau x the layer's mean informativeness are dropped even under budget (0: budget only)")],
+            ["adakv"] = [("budget", "20%", "mean tokens kept per KV head, window included; a layer's heads share its budget"), ("window", "32", "observation window"), ("pool", "7", "max-pool kernel"), ("floor", "0.2", "least share of the selected budget each head keeps (alpha-safeguard, 0-1)")],
         };
 
     /// <summary>The pass options of a CLI spec <c>METHOD[:k=v,...]</c>; unknown methods and keys are one-line errors.</summary>
@@ -59,6 +69,9 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         {
             "h2o" => new(method, 0, 0, 1, 1, Size("heavy"), Size("recent")),
             "actqkv" => new(method, Size("budget"), Int("window", 1), 1, 1, 0, 0, ParseMass(Get("mass"), method)),
+            "adakv" => new(method, Size("budget"), Int("window", 1), Int("pool", 1), 1, 0, 0, Floor: ParseFloor(Get("floor"), method), Ada: true),
+            "lemo" => new(method, Size("budget"), Int("window", 1), 1, 1, 0, 0, Tau: ParseTau(Get("tau"), method)),
+            "pyramidkv" when ParseAda(Get("ada"), method) => new(method, Size("budget"), Int("window", 1), Int("pool", 1), ParseBeta(Get("beta"), method), 0, 0, Floor: ParseFloor(Get("floor"), method), Ada: true),
             _ => new(method, Size("budget"), Int("window", 1), Int("pool", 1), method == "pyramidkv" ? ParseBeta(Get("beta"), method) : 1, 0, 0),
         };
     }
@@ -71,13 +84,31 @@ public sealed record KvEvictSettings(string Method, double Budget, int Window, i
         double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double m) && m > 0 && m <= 1 ? m
         : throw new ArgumentException($"--kv-evict {method}: mass={s} must be a fraction in (0, 1] (the share of the probe's attention the kept keys reach)");
 
+    private static double ParseTau(string s, string method) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double t) && t >= 0 && t <= 10 ? t
+        : throw new ArgumentException($"--kv-evict {method}: tau={s} must be a number in [0, 10] (tokens under tau x the layer's mean informativeness are dropped)");
+
+    private static bool ParseAda(string s, string method) => s switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => throw new ArgumentException($"--kv-evict {method}: ada={s} must be 0 or 1 (1: a layer's KV heads share its budget, as adakv)"),
+    };
+
+    private static double ParseFloor(string s, string method) =>
+        double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && f >= 0 && f <= 1 ? f
+        : throw new ArgumentException($"--kv-evict {method}: floor={s} must be a fraction in [0, 1] (the least share of the selected budget each KV head keeps)");
+
     /// <summary>How the method reads in notes and <c>lcc inspect</c>.</summary>
     public override string ToString()
     {
         static string S(double v) => v < 1 ? (v * 100).ToString("0.##", CultureInfo.InvariantCulture) + "%" : v.ToString(CultureInfo.InvariantCulture);
+        if (Method == "lemo") return $"lemo budget={S(Budget)} window={Window} tau={Tau.ToString(CultureInfo.InvariantCulture)}";
+        if (Method == "adakv") return $"adakv budget={S(Budget)} window={Window} pool={Pool} floor={Floor.ToString(CultureInfo.InvariantCulture)}";
         if (Method == "actqkv") return $"actqkv budget={S(Budget)} window={Window} mass={Mass.ToString(CultureInfo.InvariantCulture)}";
         return Method == "h2o" ? $"h2o heavy={S(Heavy)} recent={S(Recent)}"
-            : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "");
+            : $"{Method} budget={S(Budget)} window={Window} pool={Pool}" + (Method == "pyramidkv" ? $" beta={Beta.ToString(CultureInfo.InvariantCulture)}" : "")
+                + (Ada ? $" ada=1 floor={Floor.ToString(CultureInfo.InvariantCulture)}" : "");
     }
 
     /// <summary>The pipeline step for a CLI spec.</summary>

@@ -81,7 +81,7 @@ public sealed class ActQkvTests : RecallCompileFixture
         const int keys = 16;
         var cache = Enumerable.Range(0, 2 * keys * 4).Select(_ => (float)rnd.NextDouble() - 0.5f).ToArray(); // [2 kv heads][16][4]
         var got = new[] { new float[keys], new float[keys] };
-        KeyScorer.Accumulate(rows, positions, cache, keys, keys, layer, got, w);
+        KeyScorer.Accumulate(rows, positions, cache, keys, keys, layer, got, rowWeights: w);
         var want = new[] { new double[keys], new double[keys] };
         for (int i = 0; i < 5; i++)
         {

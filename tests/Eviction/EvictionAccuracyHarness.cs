@@ -14,7 +14,7 @@ namespace LongCtx.Tests.Eviction;
 ///   ./test.sh -c Release --no-build --filter "FullyQualifiedName~EvictionAccuracyHarness"
 /// </code>
 /// For each length L it compiles recall-public (lcc compile --rope yarn --context L when L &gt; 256) without eviction and
-/// with --kv-evict snapkv / pyramidkv / h2o / actqkv (default mass) at each budget (h2o: heavy = recent = budget / 2) and with --token-filter
+/// with --kv-evict snapkv / pyramidkv / h2o / actqkv (default mass) / adakv (default floor) at each budget (h2o: heavy = recent = budget / 2) and with --token-filter
 /// gemfilter:layer=1 at keep 1/4, 1/8, 1/16 (LONGCTX_EVICT_GEMFILTER_LAYER / _KEEPS), then measures next-token
 /// accuracy on the first LIMIT prompts of eval_L.jsonl with the question included (cut before the last token) and
 /// excluded (--evict-before-question: cut at QUERY), all configurations on the same prompts, one after another in one
@@ -29,8 +29,8 @@ public sealed class EvictionAccuracyHarness
         var lengths = HarnessSupport.Env("LONGCTX_EVICT_LENGTHS", "1024").Split(',').Select(int.Parse).ToArray();
         int limit = int.Parse(HarnessSupport.Env("LONGCTX_EVICT_LIMIT", "10"), CultureInfo.InvariantCulture);
         var budgets = HarnessSupport.Env("LONGCTX_EVICT_BUDGETS", "50%,20%,10%,5%").Split(',');
-        var methods = HarnessSupport.Env("LONGCTX_EVICT_METHODS", "snapkv,pyramidkv,h2o,actqkv").Split(',');
-        var gemKeeps = HarnessSupport.Env("LONGCTX_EVICT_GEMFILTER_KEEPS", "1/4,1/8,1/16").Split(',');
+        var methods = HarnessSupport.Env("LONGCTX_EVICT_METHODS", "snapkv,pyramidkv,h2o,actqkv,adakv").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var gemKeeps = HarnessSupport.Env("LONGCTX_EVICT_GEMFILTER_KEEPS", "1/4,1/8,1/16").Split(',', StringSplitOptions.RemoveEmptyEntries).Where(k => k != "none").ToArray(); // "none": no GemFilter rows
         string gemLayer = HarnessSupport.Env("LONGCTX_EVICT_GEMFILTER_LAYER", "1");
         var tmp = TestSupport.TempDir("lcc-evict-bench");
         var lines = new List<string> { $"uptime: {HarnessSupport.Uptime()}", $"prompts per cell: first {limit} of eval_L.jsonl", "| L | method | budget | question included | question excluded |", "|---|---|---|---|---|" };

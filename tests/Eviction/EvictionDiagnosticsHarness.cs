@@ -34,10 +34,7 @@ public sealed class EvictionDiagnosticsHarness
         var tmp = TestSupport.TempDir("lcc-evict-diag");
         try
         {
-            var dir = Path.Combine(tmp, "snap");
-            string[] rope = len > 256 ? ["--rope", "yarn", "--context", len.ToString(CultureInfo.InvariantCulture)] : [];
-            var c = Foundation.CliRunner.Run(["compile", RuntimeFixtures.RecallModel, "-o", dir, .. rope, "--kv-evict", HarnessSupport.Env("LONGCTX_EVICT_SPEC", "snapkv:budget=10%")]);
-            Assert.That(c.ExitCode, Is.Zero, c.Stderr);
+            var dir = HarnessSupport.CompileRecall(tmp, len, "snap", "--kv-evict", HarnessSupport.Env("LONGCTX_EVICT_SPEC", "snapkv:budget=10%"));
             using var model = LongCtxModel.Load(dir, RuntimeFixtures.Cpu() with { IntraOpThreads = 0 });
             var basePolicy = model.Evict!;
             TestContext.Progress.WriteLine($"uptime: {HarnessSupport.Uptime()}; L={len}, first {limit} prompts");
@@ -65,7 +62,7 @@ public sealed class EvictionDiagnosticsHarness
             TestContext.Progress.WriteLine("median rank (0 = top) of the needle's KEY / VALUE token among the prefix by the window's raw votes; share in the top 70:");
             for (int l = 0; l < layers; l++)
                 for (int g = 0; g < kvHeads; g++)
-                    TestContext.Progress.WriteLine($"  layer {l} kv head {g}: KEY {Median(rankK[l, g])} ({rankK[l, g].Count(r => r < 70)}/{items.Count}), VALUE {Median(rankV[l, g])} ({rankV[l, g].Count(r => r < 70)}/{items.Count})");
+                    TestContext.Progress.WriteLine($"  layer {l} kv head {g}: KEY {HarnessSupport.Median(rankK[l, g].Select(r => (double)r))} ({rankK[l, g].Count(r => r < 70)}/{items.Count}), VALUE {HarnessSupport.Median(rankV[l, g].Select(r => (double)r))} ({rankV[l, g].Count(r => r < 70)}/{items.Count})");
             // 2. accuracy of variants (window:pooling), the policy changed in place, same prompts
             foreach (var v in variants)
             {
@@ -141,8 +138,6 @@ public sealed class EvictionDiagnosticsHarness
     }
 
     private static int Rank(float[] scores, int at) => at >= scores.Length ? 0 : scores.Count(s => s > scores[at]); // in the window: kept
-
-    private static int Median(List<int> v) { var s = v.Order().ToList(); return s[s.Count / 2]; }
 
     private static int[] ReadNeedleKeyPositions(string file, int limit) =>
         File.ReadLines(file).Take(limit).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("needle_key_pos").GetInt32()).ToArray();

@@ -1,4 +1,7 @@
 using System.Diagnostics;
+using System.Globalization;
+using LongCtx.Tests.Runtime;
+using NUnit.Framework;
 
 namespace LongCtx.Tests.Eviction;
 
@@ -17,4 +20,16 @@ internal static class HarnessSupport
         }
         catch (System.ComponentModel.Win32Exception) { return "(uptime unavailable)"; }
     }
+
+    /// <summary>recall-public compiled by lcc into <paramref name="tmp"/>/L-<paramref name="name"/> for prompts of <paramref name="len"/> tokens (YaRN past 256) plus <paramref name="extra"/>.</summary>
+    public static string CompileRecall(string tmp, int len, string name, params string[] extra)
+    {
+        var dir = Path.Combine(tmp, $"{len}-{name}");
+        string[] rope = len > 256 ? ["--rope", "yarn", "--context", len.ToString(CultureInfo.InvariantCulture)] : [];
+        var r = Foundation.CliRunner.Run(["compile", RuntimeFixtures.RecallModel, "-o", dir, .. rope, .. extra]);
+        Assert.That(r.ExitCode, Is.Zero, r.Stderr);
+        return dir;
+    }
+
+    public static double Median(IEnumerable<double> v) { var s = v.Order().ToList(); return s[s.Count / 2]; }
 }

@@ -220,6 +220,16 @@ public sealed class KvEvictionTests : RecallCompileFixture
     [TestCase("actqkv:mass=abc", "--kv-evict actqkv: mass=abc must be a fraction")]
     [TestCase("actqkv:pool=3", "option 'pool=3' is not one of budget=20%, window=32, mass=0.9")]
     [TestCase("actqkv:budget=0", "--kv-evict actqkv: budget=0 is neither a token count")]
+    [TestCase("adakv:floor=1.5", "--kv-evict adakv: floor=1.5 must be a fraction in [0, 1]")]
+    [TestCase("adakv:floor=-0.1", "--kv-evict adakv: floor=-0.1 must be a fraction in [0, 1]")]
+    [TestCase("adakv:floor=abc", "--kv-evict adakv: floor=abc must be a fraction")]
+    [TestCase("adakv:mass=0.5", "option 'mass=0.5' is not one of budget=20%, window=32, pool=7, floor=0.2")]
+    [TestCase("adakv:budget=0", "--kv-evict adakv: budget=0 is neither a token count")]
+    [TestCase("pyramidkv:ada=2", "--kv-evict pyramidkv: ada=2 must be 0 or 1")]
+    [TestCase("pyramidkv:ada=1,floor=2", "--kv-evict pyramidkv: floor=2 must be a fraction in [0, 1]")]
+    [TestCase("lemo:tau=-1", "--kv-evict lemo: tau=-1 must be a number in [0, 10]")]
+    [TestCase("lemo:tau=x", "--kv-evict lemo: tau=x must be a number")]
+    [TestCase("lemo:pool=3", "option 'pool=3' is not one of budget=20%, window=32, tau=0.1")]
     public void BadSpec_IsOneLineError(string spec, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => KvEvictSettings.Parse(KvEvictSettings.FromSpec(spec)))!;

@@ -92,8 +92,8 @@ public sealed class AttentionCalibrationTests
             {
                 PerLayer =
                 [
-                    file.PerLayer[0] with { Pattern = "vslash", Options = new Dictionary<string, string> { ["vertical"] = "30", ["slash"] = "800" } },
-                    file.PerLayer[1] with { Pattern = "xattn", Options = new Dictionary<string, string> { ["threshold"] = "0.8" } },
+                    file.PerLayer[0] with { Pattern = "vslash", Options = new Dictionary<string, string> { ["vertical"] = "30", ["slash"] = "800" }, Heads = null },
+                    file.PerLayer[1] with { Pattern = "xattn", Options = new Dictionary<string, string> { ["threshold"] = "0.8" }, Heads = null },
                 ],
             };
             var handPath = Path.Combine(dir, "hand.json");

@@ -118,7 +118,7 @@ public sealed class SparsePrefillTests
 
     // ---------------------------------------------------------------- the op through ONNX Runtime
 
-    private const int S = 512, Hq = 4, Hkv = 2, D = 32, MaxPos = S + 8;
+    internal const int S = 512, Hq = 4, Hkv = 2, D = 32, MaxPos = S + 8;
 
     [SetUp]
     public void RequireLib() => RequireLibrary();
@@ -181,14 +181,14 @@ public sealed class SparsePrefillTests
     // ---------------------------------------------------------------- helpers
 
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-    private delegate int SparseMaskFn([MarshalAs(UnmanagedType.LPStr)] string pattern, long s, long h, long hkv, long d,
+    internal delegate int SparseMaskFn([MarshalAs(UnmanagedType.LPStr)] string pattern, long s, long h, long hkv, long d,
         float[] q, float[] k, float[] v, float[] cos, float[] sin, long maxPos, long minLen, long vertical, long slash,
         float threshold, long stride, long sink, long window, long last, long localBlocks, long vertStride, byte[] mask, byte[] err, nuint errLen);
 
-    private static T Export<T>(string name) where T : Delegate =>
+    internal static T Export<T>(string name) where T : Delegate =>
         Marshal.GetDelegateForFunctionPointer<T>(NativeLibrary.GetExport(NativeLibrary.Load(LibPath), name));
 
-    private static Dictionary<string, float[]> Inputs(Random rng)
+    internal static Dictionary<string, float[]> Inputs(Random rng)
     {
         var cos = new float[MaxPos * D / 2];
         var sin = new float[MaxPos * D / 2];
@@ -207,7 +207,7 @@ public sealed class SparsePrefillTests
     }
 
     /// <summary>One LongAttention node (prefill, batch 1, no past, RoPE inside) run on ORT; returns the output.</summary>
-    private static float[] RunOp(string pattern, IEnumerable<AttributeProto> attrs, Dictionary<string, float[]> x)
+    internal static float[] RunOp(string pattern, IEnumerable<AttributeProto> attrs, Dictionary<string, float[]> x)
     {
         using var options = new SessionOptions();
         options.RegisterCustomOpLibrary(LibPath);
@@ -223,7 +223,7 @@ public sealed class SparsePrefillTests
     }
 
     /// <summary>Attention in double over the keys mask[kvh, i, k] selects; q and k rotated at their positions.</summary>
-    private static float[] MaskedReference(Dictionary<string, float[]> x, byte[] mask)
+    internal static float[] MaskedReference(Dictionary<string, float[]> x, byte[] mask)
     {
         int half = D / 2;
         float[] q = x["query"], k = x["key"], v = x["value"], cos = x["cos_cache"], sin = x["sin_cache"];

@@ -150,8 +150,17 @@ struct BatchInfo {
   int64_t total = 0;  // valid rows after it
   float scale = 1.f;  // softmax scale incl. the pattern's factor
   const Pattern* pattern = nullptr;
-  const SparseIndex* sparse = nullptr;  // [kv head] when the call runs vslash / xattn; else nullptr
+  const SparseIndex* sparse = nullptr;  // [kv head] when the call runs vslash / xattn; else nullptr (a head with no blocks runs its pattern)
+  const Pattern* const* head_pattern = nullptr;  // [kv head] for sparse prefill (per-head patterns); else `pattern` for all
 };
+
+// The pattern of kv head `kvh` and its sparse index (nullptr when the head walks its pattern's spans).
+static inline const Pattern& HeadPattern(const BatchInfo& bi, int64_t kvh) {
+  return bi.head_pattern != nullptr ? *bi.head_pattern[kvh] : *bi.pattern;
+}
+static inline const SparseIndex* HeadIndex(const BatchInfo& bi, int64_t kvh) {
+  return bi.sparse != nullptr && !bi.sparse[kvh].blocks.empty() ? &bi.sparse[kvh] : nullptr;
+}
 
 // One unit of work: all G query heads of kv head `kvh`, query rows [i0, i1) of batch b, keys
 // restricted to [ks, ke). When a query tile is split over keys, `slot` >= 0 names its partial state.

@@ -347,7 +347,8 @@ struct TileLoop {
   static void RunItem(const Plan& plan, const Item& it, const Bufs& bf) {
     const longctx_la_params& p = *plan.p;
     const BatchInfo& bi = plan.batch[static_cast<size_t>(it.b)];
-    const Pattern& pat = *bi.pattern;
+    const Pattern& pat = HeadPattern(bi, it.kvh);
+    const SparseIndex* index = HeadIndex(bi, it.kvh);
     const int64_t D = plan.D, G = plan.G, H = p.num_heads, Hkv = p.kv_num_heads, S = p.seq_len;
     const int64_t nrows = it.i1 - it.i0, M = G * nrows, half = plan.R / 2;
     const int nvar = pat.num_variants();
@@ -385,10 +386,10 @@ struct TileLoop {
     const bool direct = M <= kDirectRows;
 
     const TileCtx<T> tc{plan, bf, pat, M, nrows, q0, kbase, vbase, rotate_keys, direct};
-    if (bi.sparse != nullptr) {
+    if (index != nullptr) {
       // vslash / xattn: the block's key ranges tile by tile (causal mask on the diagonal), then its
       // gathered columns kBlockK at a time. Rows of one item never cross a kSparseBlock block.
-      const KeySet& set = bi.sparse[it.kvh].blocks[static_cast<size_t>(it.i0 / kSparseBlock)];
+      const KeySet& set = index->blocks[static_cast<size_t>(it.i0 / kSparseBlock)];
       const float* qv = bf.q;
       for (size_t r = 0; r + 1 < set.ranges.size(); r += 2) {
         const int64_t k_begin = std::max(set.ranges[r], it.ks);

@@ -158,6 +158,25 @@ void AppendKv(const Plan& plan, int64_t task) {
   }
 }
 
+bool IsSparse(longctx_la_pattern p) {
+  return p == LONGCTX_LA_TRISHAPE || p == LONGCTX_LA_VSLASH || p == LONGCTX_LA_XATTN || p == LONGCTX_LA_BLOCK;
+}
+
+// The settings of a sparse prefill pattern (the layer's, or one kv head's).
+std::string ValidateSparse(longctx_la_pattern pattern, const longctx_la_sparse& sp) {
+  if (sp.min_len < 0) return "sparse min_len must be >= 0, got " + Str(sp.min_len);
+  if (pattern == LONGCTX_LA_VSLASH && (sp.vertical < 0 || sp.slash < 0))
+    return "vslash needs vertical >= 0 and slash >= 0 (got vertical=" + Str(sp.vertical) + ", slash=" + Str(sp.slash) + ")";
+  if (pattern == LONGCTX_LA_XATTN && !(sp.threshold > 0.f && sp.threshold <= 1.f))
+    return "xattn threshold must be in (0, 1], got " + std::to_string(sp.threshold);
+  if (pattern == LONGCTX_LA_XATTN && (sp.stride < 1 || kSparseBlock % sp.stride != 0))
+    return "xattn stride must divide 64 (e.g. 8 or 16), got " + Str(sp.stride);
+  if (pattern == LONGCTX_LA_BLOCK && (sp.local_blocks < 1 || sp.vert_stride < 1))
+    return "block needs local_blocks >= 1 and vert_stride >= 1 (got local_blocks=" + Str(sp.local_blocks) +
+           ", vert_stride=" + Str(sp.vert_stride) + ")";
+  return {};
+}
+
 std::string Validate(const longctx_la_params& p) {
   if (p.batch < 1 || p.seq_len < 1) return "batch and sequence length must be >= 1, got B=" + Str(p.batch) + ", S=" + Str(p.seq_len);
   if (p.num_heads < 1 || p.kv_num_heads < 1 || p.num_heads % p.kv_num_heads != 0)
@@ -179,29 +198,33 @@ std::string Validate(const longctx_la_params& p) {
     if (p.rotary_dim < 2 || p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim)
       return "rotary dim (2 * cos_cache.shape[1]) = " + Str(p.rotary_dim) + " must be even and <= head_dim " + Str(p.head_dim);
   }
-  if (p.pattern == LONGCTX_LA_TRISHAPE || p.pattern == LONGCTX_LA_VSLASH || p.pattern == LONGCTX_LA_XATTN ||
-      p.pattern == LONGCTX_LA_BLOCK) {
-    const longctx_la_sparse& sp = p.sparse;
-    if (sp.min_len < 0) return "sparse min_len must be >= 0, got " + Str(sp.min_len);
-    if (p.pattern == LONGCTX_LA_VSLASH && (sp.vertical < 0 || sp.slash < 0))
-      return "vslash needs vertical >= 0 and slash >= 0 (got vertical=" + Str(sp.vertical) + ", slash=" + Str(sp.slash) + ")";
-    if (p.pattern == LONGCTX_LA_XATTN && !(sp.threshold > 0.f && sp.threshold <= 1.f))
-      return "xattn threshold must be in (0, 1], got " + std::to_string(sp.threshold);
-    if (p.pattern == LONGCTX_LA_XATTN && (sp.stride < 1 || kSparseBlock % sp.stride != 0))
-      return "xattn stride must divide 64 (e.g. 8 or 16), got " + Str(sp.stride);
-    if (p.pattern == LONGCTX_LA_BLOCK && (sp.local_blocks < 1 || sp.vert_stride < 1))
-      return "block needs local_blocks >= 1 and vert_stride >= 1 (got local_blocks=" + Str(sp.local_blocks) +
-             ", vert_stride=" + Str(sp.vert_stride) + ")";
+  if (IsSparse(p.pattern))
+    if (std::string e = ValidateSparse(p.pattern, p.sparse); !e.empty()) return e;
+  if (p.heads != nullptr) {
+    if (p.pattern != LONGCTX_LA_DENSE && !IsSparse(p.pattern))
+      return "per-head settings need a dense or sparse prefill layer pattern (streaming and dca cache keys differently), got pattern " +
+             Str(p.pattern);
+    for (int64_t h = 0; h < p.kv_num_heads; ++h) {
+      const longctx_la_head& hd = p.heads[h];
+      const std::string who = "kv head " + Str(h) + ": ";
+      if (hd.pattern != LONGCTX_LA_DENSE && !IsSparse(hd.pattern))
+        return who + "pattern id " + Str(hd.pattern) + " is not a per-head pattern (valid: 0 dense, 3 trishape, 4 vslash, 5 xattn, 6 block)";
+      if (hd.pattern == LONGCTX_LA_TRISHAPE && (hd.sink < 0 || hd.window < 1 || hd.sparse.last < 0))
+        return who + "trishape needs sink >= 0, window >= 1 and last >= 0 (got sink=" + Str(hd.sink) + ", window=" + Str(hd.window) +
+               ", last=" + Str(hd.sparse.last) + ")";
+      if (IsSparse(hd.pattern))
+        if (std::string e = ValidateSparse(hd.pattern, hd.sparse); !e.empty()) return who + e;
+    }
   }
   return {};
 }
 
 // Whether a sparse pattern's budget is LARGER than a call with S rows and `total` keys (issue 10's bad
 // input: the call runs dense and the op says so once). A budget exactly the sequence runs the sparse walk.
-bool CoversAll(const longctx_la_params& p, int64_t S, int64_t total) {
-  const longctx_la_sparse& sp = p.sparse;
-  switch (p.pattern) {
-    case LONGCTX_LA_TRISHAPE: return p.sink + p.window > total || sp.last > S;
+bool CoversAll(const longctx_la_head& h, int64_t S, int64_t total) {
+  const longctx_la_sparse& sp = h.sparse;
+  switch (h.pattern) {
+    case LONGCTX_LA_TRISHAPE: return h.sink + h.window > total || sp.last > S;
     case LONGCTX_LA_VSLASH: return kVslashSinkCols + sp.vertical > total || kVslashLocalDiags + sp.slash > total;
     case LONGCTX_LA_BLOCK: return kBlockK * sp.local_blocks > total;
     default: return false;  // xattn's threshold is a share, never larger than the sequence
@@ -223,6 +246,7 @@ struct Prepared {
   const Table* table = nullptr;
   std::vector<std::unique_ptr<Pattern>> patterns;
   std::vector<std::vector<SparseIndex>> sparse;  // [b][kv head], empty for a batch that runs dense
+  std::vector<std::vector<const Pattern*>> head_patterns;  // [b][kv head] for sparse prefill
   longctx_la_stats stats{};
 };
 
@@ -255,7 +279,15 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
   const double base_scale = p.scale != 0.f ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
 
   std::vector<std::unique_ptr<Pattern>>& patterns = prep.patterns;
-  std::vector<char> needs_index(static_cast<size_t>(B), 0), trishape_on(static_cast<size_t>(B), 0);
+  // Sparse prefill runs per kv head: the layer's settings for every head, or params.heads.
+  const int64_t Hkv = p.kv_num_heads;
+  const bool per_head = p.heads != nullptr || IsSparse(p.pattern);
+  std::vector<longctx_la_head> heads;
+  if (p.heads != nullptr) heads.assign(p.heads, p.heads + Hkv);
+  else if (per_head) heads.assign(static_cast<size_t>(Hkv), longctx_la_head{p.pattern, p.sink, p.window, p.sparse});
+  // What (b, kv head) runs: its pattern's spans (dense, or gated / covered), trishape, or an index.
+  std::vector<longctx_la_pattern> run(static_cast<size_t>(B * Hkv), LONGCTX_LA_DENSE);
+  prep.head_patterns.resize(static_cast<size_t>(B));
   plan.batch.resize(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
@@ -269,34 +301,35 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
       return "seqlens_k[" + Str(b) + "] = " + Str(p.seqlens_k[b]) + " implies " + Str(bi.past) +
              " past tokens but past_key holds " + Str(p.past_len);
     std::unique_ptr<Pattern> pat;
-    switch (p.pattern) {
-      case LONGCTX_LA_DENSE: pat = MakeDense(); break;
+    switch (per_head ? LONGCTX_LA_DENSE : p.pattern) {
+      case LONGCTX_LA_DENSE: pat = MakeDense(); break;  // sparse prefill: the batch's keys and positions are dense's
       case LONGCTX_LA_STREAMING: pat = MakeStreaming(p.sink, p.window, &err); break;
       case LONGCTX_LA_DCA: pat = MakeDca(p.chunk_size, p.local_size, p.trained_context, bi.total, &err); break;
-      case LONGCTX_LA_TRISHAPE:
-      case LONGCTX_LA_VSLASH:
-      case LONGCTX_LA_XATTN:
-      case LONGCTX_LA_BLOCK: {
-        // Length gate, then the budget: a call that would not save anything runs dense.
-        const bool gated = S < kSparseBlock || bi.total < p.sparse.min_len;
-        const bool covered = !gated && CoversAll(p, S, bi.total);
-        prep.stats.gated_heads += gated ? p.kv_num_heads : 0;
-        prep.stats.covered_heads += covered ? p.kv_num_heads : 0;
-        if (gated || covered) {
-          pat = MakeDense();
-        } else if (p.pattern == LONGCTX_LA_TRISHAPE) {
-          pat = MakeTrishape(p.sink, p.window, p.sparse.last, bi.total, &err);
-          prep.stats.sparse_heads += p.kv_num_heads;
-          trishape_on[static_cast<size_t>(b)] = 1;
-        } else {
-          pat = MakeDense();
-          needs_index[static_cast<size_t>(b)] = 1;
-        }
-        break;
-      }
       default: return "unknown pattern " + Str(p.pattern) + " (valid: dense, streaming, dca, trishape, vslash, xattn, block)";
     }
     if (!pat) return err;
+    if (per_head) {
+      std::vector<const Pattern*>& hp = prep.head_patterns[static_cast<size_t>(b)];
+      hp.assign(static_cast<size_t>(Hkv), pat.get());
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+        const longctx_la_head& hd = heads[static_cast<size_t>(kvh)];
+        if (hd.pattern == LONGCTX_LA_DENSE) continue;
+        // Length gate, then the budget: a head that would not save anything runs dense.
+        const bool gated = S < kSparseBlock || bi.total < hd.sparse.min_len;
+        const bool covered = !gated && CoversAll(hd, S, bi.total);
+        prep.stats.gated_heads += gated ? 1 : 0;
+        prep.stats.covered_heads += covered ? 1 : 0;
+        if (gated || covered) continue;
+        prep.stats.sparse_heads += 1;
+        run[static_cast<size_t>(b * Hkv + kvh)] = hd.pattern;
+        if (hd.pattern != LONGCTX_LA_TRISHAPE) continue;
+        std::unique_ptr<Pattern> tri = MakeTrishape(hd.sink, hd.window, hd.sparse.last, bi.total, &err);
+        if (!tri) return err;
+        hp[static_cast<size_t>(kvh)] = tri.get();
+        patterns.push_back(std::move(tri));
+      }
+      bi.head_pattern = hp.data();
+    }
     if (p.do_rotary) {
       const int64_t need = pat->max_position(std::max(bi.total, bi.past + S));
       if (need >= p.max_pos)
@@ -312,37 +345,40 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
     if (plan.f16) AppendKv<uint16_t>(plan, t); else AppendKv<float>(plan, t);
   });
 
-  // 1b. Sparse indices (vslash, xattn) from the appended keys: one per (batch, kv head).
+  // 1b. Sparse indices (vslash, xattn, block) from the appended keys: one per (batch, kv head) that runs one.
   const auto t_est = std::chrono::steady_clock::now();
-  const int64_t Hkv = p.kv_num_heads, nblocks = (S + kSparseBlock - 1) / kSparseBlock;
+  const int64_t nblocks = (S + kSparseBlock - 1) / kSparseBlock;
+  auto indexed = [&](int64_t t) {
+    const longctx_la_pattern r = run[static_cast<size_t>(t)];
+    return r == LONGCTX_LA_VSLASH || r == LONGCTX_LA_XATTN || r == LONGCTX_LA_BLOCK;
+  };
+  bool per_head_index = false, xattn_index = false;
   prep.sparse.resize(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
-    if (!needs_index[static_cast<size_t>(b)]) continue;
-    prep.sparse[static_cast<size_t>(b)].resize(static_cast<size_t>(Hkv));
-    for (SparseIndex& ix : prep.sparse[static_cast<size_t>(b)]) ix.blocks.resize(static_cast<size_t>(nblocks));
-    plan.batch[static_cast<size_t>(b)].sparse = prep.sparse[static_cast<size_t>(b)].data();
-    prep.stats.sparse_heads += Hkv;
+    std::vector<SparseIndex>& ix = prep.sparse[static_cast<size_t>(b)];
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+      if (!indexed(b * Hkv + kvh)) continue;
+      ix.resize(static_cast<size_t>(Hkv));
+      ix[static_cast<size_t>(kvh)].blocks.resize(static_cast<size_t>(nblocks));
+      (run[static_cast<size_t>(b * Hkv + kvh)] == LONGCTX_LA_XATTN ? xattn_index : per_head_index) = true;
+    }
+    if (!ix.empty()) plan.batch[static_cast<size_t>(b)].sparse = ix.data();
   }
-  const bool any_index = std::find(needs_index.begin(), needs_index.end(), 1) != needs_index.end();
-  if (!any_index) {
-    // nothing to estimate: a gated or covered call
-  } else if (p.pattern == LONGCTX_LA_VSLASH) {
+  if (per_head_index) {  // vslash and block: one task per (batch, kv head)
     ParallelFor(p, B * Hkv, [&](int64_t t) {
       const int64_t b = t / Hkv, kvh = t % Hkv;
-      if (needs_index[static_cast<size_t>(b)])
-        BuildVslash(plan, *table, b, kvh, p.sparse.vertical, p.sparse.slash, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
+      const longctx_la_sparse& sp = heads[static_cast<size_t>(kvh)].sparse;
+      SparseIndex* out = run[static_cast<size_t>(t)] == LONGCTX_LA_DENSE ? nullptr : &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)];
+      if (run[static_cast<size_t>(t)] == LONGCTX_LA_VSLASH) BuildVslash(plan, *table, b, kvh, sp.vertical, sp.slash, out);
+      if (run[static_cast<size_t>(t)] == LONGCTX_LA_BLOCK) BuildBlockLayout(plan, b, sp.local_blocks, sp.vert_stride, out);
     });
-  } else if (p.pattern == LONGCTX_LA_BLOCK) {
-    ParallelFor(p, B * Hkv, [&](int64_t t) {
-      const int64_t b = t / Hkv, kvh = t % Hkv;
-      if (needs_index[static_cast<size_t>(b)])
-        BuildBlockLayout(plan, b, p.sparse.local_blocks, p.sparse.vert_stride, &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)]);
-    });
-  } else if (p.pattern == LONGCTX_LA_XATTN) {
+  }
+  if (xattn_index) {  // xattn: one task per (batch, kv head, query block)
     ParallelFor(p, B * Hkv * nblocks, [&](int64_t t) {
       const int64_t b = t / (Hkv * nblocks), kvh = t / nblocks % Hkv, blk = t % nblocks;
-      if (needs_index[static_cast<size_t>(b)])
-        BuildXattnBlock(plan, *table, b, kvh, blk, p.sparse.threshold, p.sparse.stride,
+      const longctx_la_sparse& sp = heads[static_cast<size_t>(kvh)].sparse;
+      if (run[static_cast<size_t>(b * Hkv + kvh)] == LONGCTX_LA_XATTN)
+        BuildXattnBlock(plan, *table, b, kvh, blk, sp.threshold, sp.stride,
                         &prep.sparse[static_cast<size_t>(b)][static_cast<size_t>(kvh)].blocks[static_cast<size_t>(blk)]);
     });
   }
@@ -350,22 +386,24 @@ Result Prepare(const longctx_la_params& p, Prepared& prep) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t_est).count();
   for (int64_t b = 0; b < B; ++b) {
     const BatchInfo& bi = plan.batch[static_cast<size_t>(b)];
-    if (trishape_on[static_cast<size_t>(b)]) {  // the spans of one row are exact for trishape
-      for (int64_t i = 0; i < S; ++i) {
-        Span sp[3];
-        const int64_t q = bi.past + i;
-        const int n = bi.pattern->spans(q, q + 1, sp);
-        for (int si = 0; si < n; ++si) prep.stats.keys_selected += Hkv * (std::min(sp[si].k1, bi.total) - sp[si].k0);
-        prep.stats.keys_causal += Hkv * (q + 1);
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+      if (run[static_cast<size_t>(b * Hkv + kvh)] == LONGCTX_LA_TRISHAPE) {  // the spans of one row are exact for trishape
+        for (int64_t i = 0; i < S; ++i) {
+          Span sp[3];
+          const int64_t q = bi.past + i;
+          const int n = HeadPattern(bi, kvh).spans(q, q + 1, sp);
+          for (int si = 0; si < n; ++si) prep.stats.keys_selected += std::min(sp[si].k1, bi.total) - sp[si].k0;
+          prep.stats.keys_causal += q + 1;
+        }
       }
-    }
-    if (bi.sparse == nullptr) continue;
-    for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+      const SparseIndex* index = HeadIndex(bi, kvh);
+      if (index == nullptr) continue;
       for (int64_t blk = 0; blk < nblocks; ++blk) {
         const int64_t c0 = bi.past + blk * kSparseBlock, c1 = bi.past + std::min(S, (blk + 1) * kSparseBlock);
-        prep.stats.keys_selected += SelectedPairs(bi.sparse[kvh].blocks[static_cast<size_t>(blk)], c0, c1);
+        prep.stats.keys_selected += SelectedPairs(index->blocks[static_cast<size_t>(blk)], c0, c1);
         prep.stats.keys_causal += (c0 + 1 + c1) * (c1 - c0) / 2;
       }
+    }
   }
   return Result(std::string());
 }
@@ -483,11 +521,13 @@ Result SparseMask(const longctx_la_params& p, uint8_t* mask) {
         uint8_t* row = mask + ((b * Hkv + kvh) * S + i) * Tp;
         const int64_t q = bi.past + i;
         std::memset(row, 0, static_cast<size_t>(Tp));
-        if (bi.sparse == nullptr) {
-          for (int64_t k = 0; k <= q && k < bi.total; ++k) row[k] = bi.pattern->allowed(q, k) ? 1 : 0;
+        const SparseIndex* index = HeadIndex(bi, kvh);
+        if (index == nullptr) {
+          const Pattern& pat = HeadPattern(bi, kvh);
+          for (int64_t k = 0; k <= q && k < bi.total; ++k) row[k] = pat.allowed(q, k) ? 1 : 0;
           continue;
         }
-        const KeySet& set = bi.sparse[kvh].blocks[static_cast<size_t>(i / kSparseBlock)];
+        const KeySet& set = index->blocks[static_cast<size_t>(i / kSparseBlock)];
         for (size_t r = 0; r + 1 < set.ranges.size(); r += 2)
           for (int64_t k = set.ranges[r]; k < set.ranges[r + 1] && k <= q; ++k) row[k] = 1;
         for (const int64_t k : set.cols)

@@ -31,11 +31,12 @@ public sealed record CandidateScore(AttentionCandidate Candidate, double[] HeadD
 /// Per-layer choice of the sparse prefill pattern (issue 10 item 2, after MInference's offline kernel-aware search, Jiang et
 /// al. 2024, arXiv:2407.02490 sec. 3.2, and its candidate budgets): every candidate runs the kernel's own index selection
 /// (the <c>LongCtxLaSparseMask</c> export, min_len 0) on the captured q/k of each layer; the sparse output is the masked
-/// dense attention over exactly those keys, computed here in double, and its error is
+/// dense attention over exactly those keys, computed in double (natively, the <c>LongCtxLaMaskErrors</c> export; the
+/// managed loop here is its reference), and its error is
 /// <c>||O_sparse - O_dense||_2 / ||O_dense||_2</c> per KV head. Per layer the candidate with the least mean error among
 /// those whose mean density (attended pairs / causal pairs, the FLOP share) is within the budget wins; when none is, the
 /// sparsest one (the report says so). Ties keep the earlier candidate, so the result is a pure function of the inputs.
-/// The kernel's sparse attributes are per layer, so the choice is per layer; per-head figures are kept in the file.
+/// That is the <c>--per-layer</c> choice; by default the choice is per layer and KV head (<see cref="PerHeadChoice"/>).
 /// </summary>
 public static class AttentionCalibration
 {
@@ -79,14 +80,33 @@ public static class AttentionCalibration
             + $"(density {sparsest.Density.ToString("0.###", CultureInfo.InvariantCulture)}); calibrate with longer prompts (--length) or a larger --density");
     }
 
-    /// <summary>One layer, one prompt: every candidate's per-KV-head density and error.</summary>
-    public static IReadOnlyList<CandidateScore> ScoreLayer(LayerInputs x, IReadOnlyList<AttentionCandidate> candidates, string library, CancellationToken ct = default)
+    /// <summary>One layer, one prompt: every candidate's per-KV-head density and error. The sums run natively
+    /// (<see cref="MaskErrors"/>, the kernel library's <c>LongCtxLaMaskErrors</c>); <paramref name="managed"/> runs the same
+    /// sums here instead (the reference the native scorer is tested and timed against).</summary>
+    public static IReadOnlyList<CandidateScore> ScoreLayer(LayerInputs x, IReadOnlyList<AttentionCandidate> candidates, string library, CancellationToken ct = default,
+        bool managed = false)
     {
-        int S = x.Length, H = x.Heads, Hkv = x.KvHeads, D = x.HeadDim, group = H / Hkv;
+        int S = x.Length, H = x.Heads, Hkv = x.KvHeads, group = H / Hkv;
         var masks = candidates.Select(c => SparseMask.Select(library, c, x)).ToList();
         var q = Rotate(x.Q, x, H);
         var k = Rotate(x.K, x, Hkv);
-        var err2 = new double[candidates.Count, H];
+        var (err2, norm2) = managed ? ManagedErrors(x, q, k, masks, ct) : MaskErrors.Run(library, x, q, k, masks);
+        double causal = S * (S + 1.0) / 2;
+        return candidates.Select((c, ci) => new CandidateScore(c,
+            Enumerable.Range(0, Hkv).Select(g => masks[ci].AsSpan(g * S * S, S * S).Count((byte)1) / causal).ToArray(),
+            Enumerable.Range(0, Hkv).Select(g =>
+            {
+                double e = 0, n = 0;
+                for (int h = g * group; h < (g + 1) * group; h++) { e += err2[ci * H + h]; n += norm2[h]; }
+                return n > 0 ? Math.Sqrt(e / n) : 0;
+            }).ToArray())).ToList();
+    }
+
+    /// <summary>err2[c * H + h] = sum_i ||O_c(i) - O(i)||^2 and norm2[h] = sum_i ||O(i)||^2 for query head h, in double, here.</summary>
+    private static (double[] Err2, double[] Norm2) ManagedErrors(LayerInputs x, double[] q, double[] k, IReadOnlyList<byte[]> masks, CancellationToken ct)
+    {
+        int S = x.Length, H = x.Heads, Hkv = x.KvHeads, D = x.HeadDim, group = H / Hkv;
+        var err2 = new double[masks.Count * H];
         var norm2 = new double[H];
         Parallel.For(0, H, new ParallelOptions { CancellationToken = ct }, h =>
         {
@@ -112,19 +132,11 @@ public static class AttentionCalibration
                     Weighted(logits, masks[c], (kvh * S + i) * S, i, x.V, Hkv, kvh, D, sparse);
                     double e = 0;
                     for (int j = 0; j < D; j++) e += (sparse[j] - dense[j]) * (sparse[j] - dense[j]);
-                    err2[c, h] += e;
+                    err2[c * H + h] += e;
                 }
             }
         });
-        double causal = S * (S + 1.0) / 2;
-        return candidates.Select((c, ci) => new CandidateScore(c,
-            Enumerable.Range(0, Hkv).Select(g => masks[ci].AsSpan(g * S * S, S * S).Count((byte)1) / causal).ToArray(),
-            Enumerable.Range(0, Hkv).Select(g =>
-            {
-                double e = 0, n = 0;
-                for (int h = g * group; h < (g + 1) * group; h++) { e += err2[ci, h]; n += norm2[h]; }
-                return n > 0 ? Math.Sqrt(e / n) : 0;
-            }).ToArray())).ToList();
+        return (err2, norm2);
     }
 
     /// <summary>out = sum_t w_t v_t / sum_t w_t over t &lt;= i (and mask[off + t] == 1 when a mask is given).</summary>
@@ -190,5 +202,29 @@ internal static class SparseMask
         if (rc != 0)
             throw new InvalidOperationException($"calibration candidate {c} on layer {x.Layer}: {System.Text.Encoding.UTF8.GetString(err).TrimEnd('\0')}");
         return mask;
+    }
+}
+
+/// <summary>The kernel library's <c>LongCtxLaMaskErrors</c> export: the calibration scorer's sums, natively (sparse_exports.cc).</summary>
+internal static class MaskErrors
+{
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    private delegate int MaskErrorsFn(long s, long h, long hkv, long d, double[] q, double[] k, float[] v, double scale, IntPtr[] masks, long c,
+        int threads, double[] err2, double[] norm2);
+
+    public static (double[] Err2, double[] Norm2) Run(string library, LayerInputs x, double[] q, double[] k, IReadOnlyList<byte[]> masks)
+    {
+        var fn = Marshal.GetDelegateForFunctionPointer<MaskErrorsFn>(NativeLibrary.GetExport(NativeLibrary.Load(library), "LongCtxLaMaskErrors"));
+        var handles = masks.Select(m => GCHandle.Alloc(m, GCHandleType.Pinned)).ToList();
+        try
+        {
+            var err2 = new double[masks.Count * x.Heads];
+            var norm2 = new double[x.Heads];
+            int rc = fn(x.Length, x.Heads, x.KvHeads, x.HeadDim, q, k, x.V, x.Scale, handles.Select(h => h.AddrOfPinnedObject()).ToArray(), masks.Count,
+                Environment.ProcessorCount, err2, norm2);
+            if (rc != 0) throw new InvalidOperationException($"calibration scorer on layer {x.Layer}: LongCtxLaMaskErrors rejected the shapes (S={x.Length}, H={x.Heads}, Hkv={x.KvHeads}, D={x.HeadDim})");
+            return (err2, norm2);
+        }
+        finally { foreach (var h in handles) h.Free(); }
     }
 }

@@ -4,7 +4,7 @@ using LongCtx.Passes.Eviction;
 
 namespace LongCtx.Cli.Commands;
 
-/// <summary><c>lcc compile --kv-evict snapkv|pyramidkv|h2o|actqkv[:k=v,...]</c>: the <c>kv-evict</c> pipeline step (issue 12).</summary>
+/// <summary><c>lcc compile --kv-evict snapkv|pyramidkv|h2o|actqkv|adakv|lemo[:k=v,...]</c>: the <c>kv-evict</c> pipeline step (issue 12).</summary>
 internal static class EvictOptions
 {
     public static Option<string?> KvEvict { get; } = new("--kv-evict")

@@ -80,7 +80,7 @@ internal static class InspectCommand
                       : Str("pattern") is not (null or "dense") && pars.Length > 0 ? $" ({pars})" : "")
                   .Append(Str("density") is { } dens ? $"  expected density {dens}" : "")
                   .Append(Str("calibrated_density") is { } cd ? $" (calibrated {cd}, error {Str("calibrated_error")})" : "")
-                  .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append('\n');
+                  .Append(Str("kept") is { } k ? $"  kept: {k}" : "").Append(InspectHeads.Of(r)).Append('\n');
             }
         }
         if (KvEvictPolicy.From(m.Runtime, "longctx.json") is { } ev)
@@ -96,7 +96,10 @@ internal static class InspectCommand
         static string S(double v) => v < 1 ? $"{v * 100:0.##}%" : $"{v:0}";
         string sizes = ev.Method == "h2o" ? $"heavy={S(ev.Heavy)} recent={S(ev.Recent)}"
             : ev.Method == "actqkv" ? $"budget={S(ev.Budget)} window={ev.Window} mass={ev.Mass:0.###} (activation-aware probe query, per-layer cut-off)"
-            : $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool}" + (ev.Method == "pyramidkv" ? $" beta={ev.Beta:0.##}" : "");
+            : ev.Method == "lemo" ? $"budget={S(ev.Budget)} window={ev.Window} tau={ev.Tau:0.###} (token elimination before each further prompt chunk and after the prompt)"
+            : ev.Method == "adakv" ? $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool} floor={ev.Floor:0.###} (heads of a layer share its budget; per-head lengths masked through attention_bias)"
+            : $"budget={S(ev.Budget)} window={ev.Window} pool={ev.Pool}" + (ev.Method == "pyramidkv" ? $" beta={ev.Beta:0.##}" : "")
+              + (ev.Method == "pyramidkv" && ev.Layers.All(l => l.Bias is not null) ? $" ada=1 floor={ev.Floor:0.###} (heads of a layer share its budget)" : "");
         return $"  kv eviction: {ev.Method} {sizes}; the runtime scores {ev.Layers.Count} layers from their exposed queries ({string.Join(", ", ev.Layers.Select(l => l.Query))})";
     }
 }

@@ -16,6 +16,13 @@ namespace LongCtx.Runtime.Eviction;
 /// gets its own seqlens_k input, <c>seqlens</c> in the policy).</item>
 /// <item>actqkv: the same, scored by one activation-aware probe query per layer and cut per layer by attention mass
 /// (<see cref="ActQkv"/>; layers then hold different lengths, as pyramidkv).</item>
+/// <item>adakv: snapkv's votes, the layer's budget shared by its KV heads (<see cref="AdaKv.Select"/>): heads keep
+/// different counts, each right-aligned to the layer's longest head, the leading rows it does not hold masked with -inf
+/// through the layer's attention_bias input (<c>bias</c> in the policy; <see cref="AdaKv.AddBiasInputs"/>); pyramidkv
+/// with <c>ada=1</c> shares each layer's pyramid budget the same way.</item>
+/// <item>lemo: before each further prompt chunk (a step of more than one token) and at the end of the prompt, each
+/// layer keeps its most informative tokens by the window's attention (<see cref="LeMo.Select"/>), at most budget: a
+/// long prompt prefills against a bounded cache.</item>
 /// <item>h2o: the mass is accumulated over the prompt's last window rows and then every decoded token; before a step
 /// that would exceed heavy + recent, each head keeps its recent tokens and its heaviest hitters.</item>
 /// </list>
@@ -35,6 +42,7 @@ public sealed class EvictingKvCache : KvCacheManager
     private readonly List<int>[] _rowPos;        // their cache indices
     private readonly float[][][]? _mass;         // h2o: per layer, KV head, cache row: accumulated attention mass
     private readonly int[] _len;                 // per layer: rows held
+    private readonly int[][]? _gap;              // adakv: per layer, KV head: leading rows the head does not hold (masked)
     private bool _compressed, _saidNoop;
     private int? _h2oPrompt;
     private long _seen;
@@ -54,6 +62,7 @@ public sealed class EvictingKvCache : KvCacheManager
         _rows = c.Layers.Select(_ => new List<float[]>()).ToArray();
         _rowPos = c.Layers.Select(_ => new List<int>()).ToArray();
         _len = new int[c.Layers.Count];
+        if (policy.Layers.Any(l => l.Bias is not null)) _gap = c.Layers.Select(_ => new int[c.KvHeads]).ToArray();
         if (policy.Method == "h2o") _mass = c.Layers.Select(_ => Enumerable.Range(0, c.KvHeads).Select(_ => Array.Empty<float>()).ToArray()).ToArray();
     }
 
@@ -61,6 +70,9 @@ public sealed class EvictingKvCache : KvCacheManager
 
     /// <summary>Rows each layer holds (equal for snapkv and h2o).</summary>
     public IReadOnlyList<int> LayerLengths => _len;
+
+    /// <summary>Rows each KV head of layer <paramref name="layer"/> holds (adakv: different per head; else the layer's length).</summary>
+    public IReadOnlyList<int> HeadLengths(int layer) => Enumerable.Range(0, Contract.KvHeads).Select(g => _len[layer] - (_gap?[layer][g] ?? 0)).ToArray();
 
     /// <summary>Tokens evicted so far (all layers).</summary>
     public long Evicted { get; private set; }
@@ -76,6 +88,7 @@ public sealed class EvictingKvCache : KvCacheManager
 
     public override void Reserve(int newTokens)
     {
+        if (_policy.Method == "lemo" && newTokens > 1) { EliminateBeforeChunk(); return; }
         if (_mass is null || !_compressed) return;
         int budget = H2oBudget(out int heavy, out int recent);
         if (_inner.Length + newTokens <= budget) return;
@@ -92,6 +105,7 @@ public sealed class EvictingKvCache : KvCacheManager
             var v = OrtValue.CreateTensorValueFromMemory(new[] { _len[l] + newTokens - 1 }, [1]);
             owned.Add(v); names.Add(input); values.Add(v);
         }
+        if (_gap is not null) AdaKv.AddBiasInputs(_policy.Layers, _gap, Contract.KvType, newTokens, _inner.Length + newTokens, names, values, owned);
     }
 
     public override void Accept(IReadOnlyList<OrtValue> outputs, int newTokens)
@@ -139,10 +153,29 @@ public sealed class EvictingKvCache : KvCacheManager
         Compact(l =>
         {
             if (_policy.Method == "actqkv") return ActQkv.CutOff(ProbeScores(l), _len[l], _policy.Window, budgets[l], _policy.Mass);
+            if (_policy.Method == "lemo") return LeMoKeep(l, budgets[l]);
             var votes = NewScores(l);
             Score(l, _rows[l], _rowPos[l], votes);
+            if (_gap is not null) return AdaKv.Select(votes, _len[l], _policy.Window, budgets[l], _policy.Pool, _policy.Floor, _gap[l]);
             return votes.Select(v => EvictionSelection.SnapKv(v, _len[l], _policy.Window, budgets[l], _policy.Pool)).ToArray();
         });
+    }
+
+    /// <summary>lemo, before a further prompt chunk: layers holding more than the budget (of the tokens seen so far) eliminate down to it.</summary>
+    private void EliminateBeforeChunk()
+    {
+        int budget = KvEvictPolicy.Tokens(_policy.Budget, checked((int)_seen));
+        if (_len.All(n => n <= budget)) return;
+        Compact(l => LeMoKeep(l, budget));
+    }
+
+    /// <summary>lemo: the rows layer <paramref name="l"/> keeps (the same for every KV head: a token leaves the layer whole).</summary>
+    private int[][] LeMoKeep(int l, int budget)
+    {
+        var votes = NewScores(l);
+        Score(l, _rows[l], _rowPos[l], votes);
+        var row = LeMo.Select(votes, _len[l], _policy.Window, budget, _policy.Tau);
+        return votes.Select(_ => row).ToArray();
     }
 
     /// <summary>Per KV head of layer <paramref name="layer"/>, the attention mass the observation window's rows give each cached row now.</summary>
@@ -166,6 +199,8 @@ public sealed class EvictingKvCache : KvCacheManager
     {
         if (rows.Count == 0 || rows.Zip(rows.Skip(1)).Any(p => p.First >= p.Second) || rows[0] < 0 || _len.Any(n => rows[^1] >= n))
             throw new ArgumentException($"{_model}: rows to keep must be ascending and below the {_len.Min()} cached rows");
+        if (_gap is not null && _gap.Any(l => l.Any(p => p > 0)))
+            throw new InvalidOperationException($"{_model}: the heads hold different rows (adakv); keeping the same rows in every head would unmask dropped ones");
         var keep = Enumerable.Repeat(rows.ToArray(), Contract.KvHeads).ToArray();
         Compact(_ => keep);
     }
@@ -220,10 +255,13 @@ public sealed class EvictingKvCache : KvCacheManager
         var buffer = _inner.OutputBuffers![2 * l];
         ReadOnlySpan<float> keys = Contract.KvType == TensorElementType.Float ? buffer.GetTensorDataAsSpan<float>()
             : Floats(buffer, Contract.KvHeads * _inner.BufferLength * Contract.HeadDim);
-        KeyScorer.Accumulate(rows, positions, keys, _inner.BufferLength, _len[l], _policy.Layers[l], into, rowWeights);
+        KeyScorer.Accumulate(rows, positions, keys, _inner.BufferLength, _len[l], _policy.Layers[l], into, _gap?[l], rowWeights);
     }
 
-    /// <summary>Per layer, per KV head, the ascending rows to keep (the same count for every head of a layer); moves them forward and re-rotates keys.</summary>
+    /// <summary>
+    /// Per layer, per KV head, the ascending rows to keep; moves them forward and re-rotates keys. Heads that keep fewer
+    /// rows than the layer's longest (adakv) are right-aligned to it: their leading pad rows are zeroed and masked.
+    /// </summary>
     private void Compact(Func<int, int[][]> select)
     {
         int cap = _inner.BufferLength, d = Contract.HeadDim, es = DecoderContract.ElementSize(Contract.KvType);
@@ -231,17 +269,29 @@ public sealed class EvictingKvCache : KvCacheManager
         for (int l = 0; l < _len.Length; l++)
         {
             var keep = select(l);
-            int n = keep[0].Length, delta = _len[l] - n;
-            if (delta == 0) continue;
+            int n = keep.Max(k => k.Length), delta = _len[l] - n;
+            if (Enumerable.Range(0, keep.Length).All(g => keep[g].Length == _len[l] - (_gap?[l][g] ?? 0))) continue;
             for (int kv = 0; kv < 2; kv++)
             {
                 var data = _inner.OutputBuffers![2 * l + kv].GetTensorMutableRawData();
                 for (int g = 0; g < keep.Length; g++)
                 {
                     long head = (long)g * cap * row;
-                    for (int r = 0; r < n; r++)
-                        if (keep[g][r] != r) data.Slice((int)(head + keep[g][r] * row), (int)row).CopyTo(data.Slice((int)(head + r * row)));
-                    if (kv == 0) ShiftHead(data.Slice((int)head, (int)(n * row)), n, delta, _policy.Layers[l]);
+                    int pad = n - keep[g].Length;
+                    if (pad == 0)
+                    {
+                        for (int r = 0; r < n; r++)
+                            if (keep[g][r] != r) data.Slice((int)(head + keep[g][r] * row), (int)row).CopyTo(data.Slice((int)(head + r * row)));
+                    }
+                    else // rows may move either way: gather first
+                    {
+                        var kept = new byte[keep[g].Length * row];
+                        for (int r = 0; r < keep[g].Length; r++) data.Slice((int)(head + keep[g][r] * row), (int)row).CopyTo(kept.AsSpan((int)(r * row)));
+                        data.Slice((int)head, (int)(pad * row)).Clear();
+                        kept.AsSpan().CopyTo(data.Slice((int)(head + pad * row)));
+                    }
+                    if (kv == 0) ShiftHead(data.Slice((int)(head + pad * row), (int)((n - pad) * row)), n - pad, delta, _policy.Layers[l]);
+                    if (_gap is not null && kv == 0) _gap[l][g] = pad;
                 }
             }
             if (_mass is not null)
@@ -280,6 +330,7 @@ public sealed class EvictingKvCache : KvCacheManager
         Array.Clear(_len);
         foreach (var r in _rows) r.Clear();
         foreach (var p in _rowPos) p.Clear();
+        if (_gap is not null) foreach (var g in _gap) Array.Clear(g);
         if (_mass is not null) foreach (var m in _mass) for (int g = 0; g < m.Length; g++) m[g] = [];
         _compressed = false;
         _h2oPrompt = null;

@@ -52,10 +52,11 @@ public static class KeyScorer
     /// Adds into <paramref name="scores"/> ([Hkv][>= length]) the probabilities query rows give the keys of one layer.
     /// <paramref name="queries"/>: rows of H*D floats (un-rotated, as fed to the op) at cache indices <paramref name="positions"/>;
     /// <paramref name="keys"/>: the layer's key buffer [Hkv, bufferLength, D] (rotated keys), <paramref name="length"/> valid rows.
-    /// </summary>
+    /// <paramref name="first"/>: per KV head, the first row the head holds (adakv masks the rows before it); null: row 0.
     /// <paramref name="rowWeights"/> (optional, [row][query head]): each row's probabilities are added times its weight (1 when null).
+    /// </summary>
     public static void Accumulate(IReadOnlyList<float[]> queries, IReadOnlyList<int> positions, ReadOnlySpan<float> keys, int bufferLength,
-        int length, KvEvictLayer layer, float[][] scores, IReadOnlyList<double[]>? rowWeights = null)
+        int length, KvEvictLayer layer, float[][] scores, IReadOnlyList<int>? first = null, IReadOnlyList<double[]>? rowWeights = null)
     {
         int h = layer.Heads, hkv = layer.KvHeads, d = layer.HeadDim, group = h / hkv;
         var q = new float[d];
@@ -67,20 +68,20 @@ public static class KeyScorer
             {
                 queries[r].AsSpan(head * d, d).CopyTo(q);
                 RotateQuery(q, p, layer);
-                int g = head / group;
+                int g = head / group, from = first?[g] ?? 0;
                 var kh = keys.Slice(g * bufferLength * d, length * d);
                 float max = float.NegativeInfinity;
-                for (int j = 0; j < visible; j++)
+                for (int j = from; j < visible; j++)
                 {
                     float dot = Dot(q, kh.Slice(j * d, d));
                     logits[j] = (float)(dot * layer.Scale);
                     if (logits[j] > max) max = logits[j];
                 }
                 double sum = 0;
-                for (int j = 0; j < visible; j++) { logits[j] = MathF.Exp(logits[j] - max); sum += logits[j]; }
+                for (int j = from; j < visible; j++) { logits[j] = MathF.Exp(logits[j] - max); sum += logits[j]; }
                 float inv = (float)((rowWeights?[r][head] ?? 1) / sum);
                 var acc = scores[g];
-                for (int j = 0; j < visible; j++) acc[j] += logits[j] * inv;
+                for (int j = from; j < visible; j++) acc[j] += logits[j] * inv;
             }
         }
     }

@@ -62,6 +62,18 @@ typedef struct longctx_la_sparse {
   int64_t vert_stride;       // block: also every key block j with (j + 1) % vert_stride == 0
 } longctx_la_sparse;
 
+// Per-KV-head sparse prefill settings (issue 10 item 2, per-head calibration): when params.heads is set, kv head h
+// runs heads[h] instead of the layer's pattern / sink / window / sparse. Per KV head, not per query head: the tile
+// loop's unit of work is one kv head with its G query heads (each K/V tile loaded once for the group) and the
+// estimators already build one index per kv head from the G heads' scores, so a per-query-head choice would cost G
+// times the K/V traffic. Patterns: dense, trishape, vslash, xattn, block (all cache keys rotated, so any mix shares
+// one cache); each head has its own length gate (sparse.min_len) and budget check.
+typedef struct longctx_la_head {
+  longctx_la_pattern pattern;
+  int64_t sink, window;      // trishape
+  longctx_la_sparse sparse;
+} longctx_la_head;
+
 // What one call did (written, not accumulated, when params.stats is set).
 typedef struct longctx_la_stats {
   int64_t sparse_heads;      // (batch, kv head) pairs that ran sparse
@@ -116,6 +128,7 @@ typedef struct longctx_la_params {
 
   longctx_la_sparse sparse;              // trishape / vslash / xattn (also uses sink, window)
   longctx_la_stats* stats;               // optional
+  const longctx_la_head* heads;          // optional [kv_num_heads]: per-head sparse settings (needs a sparse or dense pattern)
 } longctx_la_params;
 
 // Runs the op. On anything but LONGCTX_OK a one-line message is written to err (when not NULL).
