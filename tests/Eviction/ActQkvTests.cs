@@ -62,6 +62,36 @@ public sealed class ActQkvTests : RecallCompileFixture
         Assert.That(probe, Is.EqualTo(v).Within(1e-5));
     }
 
+    /// <summary>
+    /// Retrieval weighs each window row's attention by its activation bias: the scores == Σ_i w_i softmax(q_i · K) per
+    /// query head, here one query head per KV head.
+    /// </summary>
+    [Test]
+    public void RowWeights_WeighEachRowsAttention()
+    {
+        var layer = Layer(2, 4, [0.3, 0.01]);
+        var rnd = new Random(7);
+        var rows = Enumerable.Range(0, 5).Select(_ => Enumerable.Range(0, 8).Select(_ => (float)rnd.NextDouble() - 0.5f).ToArray()).ToList();
+        rows[3][2] = 6f; // head 0's outlier row
+        int[] positions = [10, 11, 12, 13, 14];
+        var w = ActQkv.RowWeights(rows, positions, layer);
+        Assert.That(w, Has.Length.EqualTo(5));
+        for (int h = 0; h < 2; h++) Assert.That(w.Sum(r => r[h]), Is.EqualTo(1).Within(1e-9), $"head {h}");
+        Assert.That(Enumerable.Range(0, 5).MaxBy(i => w[i][0]), Is.EqualTo(3), "head 0: the outlier row weighs most");
+        const int keys = 16;
+        var cache = Enumerable.Range(0, 2 * keys * 4).Select(_ => (float)rnd.NextDouble() - 0.5f).ToArray(); // [2 kv heads][16][4]
+        var got = new[] { new float[keys], new float[keys] };
+        KeyScorer.Accumulate(rows, positions, cache, keys, keys, layer, got, rowWeights: w);
+        var want = new[] { new double[keys], new double[keys] };
+        for (int i = 0; i < 5; i++)
+        {
+            var one = new[] { new float[keys], new float[keys] }; // one row, unweighted; query head h -> KV head h (no grouping here)
+            KeyScorer.Accumulate([rows[i]], [positions[i]], cache, keys, keys, layer, one);
+            for (int h = 0; h < 2; h++) for (int j = 0; j < keys; j++) want[h][j] += w[i][h] * one[h][j];
+        }
+        for (int g = 0; g < 2; g++) Assert.That(got[g].Select(x => (double)x), Is.EqualTo(want[g]).Within(1e-5), $"kv head {g}");
+    }
+
     /// <summary>A peaked score distribution reaches the mass with fewer keys than a flat one; the budget bounds both; the window is kept.</summary>
     [Test]
     public void CutOff_KeepsFewerKeysWhenPeaked_BoundedByBudget()

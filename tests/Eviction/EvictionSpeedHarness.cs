@@ -59,7 +59,7 @@ public sealed class EvictionSpeedHarness
                         var logits = g.Prefill(prompt, 2048);
                         fullS.Add(sw.Elapsed.TotalSeconds);
                         fullKv = full.Contract.KvBytesPerToken * g.Length;
-                        fullDec.Add(Decode(g, logits));
+                        fullDec.Add(Decode(g, logits, full.MaxContext));
                     }
                     using (var g = filtered.CreateGenerator())
                     {
@@ -71,10 +71,10 @@ public sealed class EvictionSpeedHarness
                         gemKv = Math.Max(filtered.Contract.KvBytesPerToken * g.Length, filtered.TokenFilter.LastFilterKvBytesHeld);
                     }
                     using (var g = snap.CreateGenerator())
-                        snapDec.Add(Decode(g, g.Prefill(prompt, 2048)));
+                        snapDec.Add(Decode(g, g.Prefill(prompt, 2048), snap.MaxContext));
                 }
                 double f = Median(fullS), gm = Median(gemS);
-                lines.Add($"| {len} | {f:F2} | {gm:F2} ({Median(filterS):F2}) | {f / gm:F2}x | {fullKv / 1048576.0:F1} | {gemKv / 1048576.0:F1} | {Median(fullDec):F2} | {Median(snapDec):F2} |");
+                lines.Add($"| {len} | {f:F2} | {gm:F2} ({Median(filterS):F2}) | {f / gm:F2}x | {fullKv / 1048576.0:F1} | {gemKv / 1048576.0:F1} | {Ms(Median(fullDec))} | {Ms(Median(snapDec))} |");
                 TestContext.Progress.WriteLine(lines[^1]);
             }
         }
@@ -83,13 +83,17 @@ public sealed class EvictionSpeedHarness
         TestContext.Progress.WriteLine(string.Join('\n', lines));
     }
 
-    private static double Decode(Generator g, float[] logits, int steps = 32)
+    /// <summary>ms/token over <paramref name="steps"/> greedy steps; NaN (printed "-") when they do not fit the context the model was compiled for (a prompt of exactly L tokens at L).</summary>
+    private static double Decode(Generator g, float[] logits, int? context, int steps = 32)
     {
+        if (g.Cache.NextPosition + steps > (context ?? int.MaxValue)) return double.NaN;
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) logits = g.Forward([Sampler.ArgMax(logits)]);
         return sw.Elapsed.TotalMilliseconds / steps;
     }
 
     private static double Median(List<double> v) { var s = v.Order().ToList(); return s[s.Count / 2]; }
+
+    private static string Ms(double v) => double.IsNaN(v) ? "-" : v.ToString("F2", CultureInfo.InvariantCulture);
 
 }

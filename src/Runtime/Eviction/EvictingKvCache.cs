@@ -186,12 +186,11 @@ public sealed class EvictingKvCache : KvCacheManager
         return votes;
     }
 
-    /// <summary>actqkv: per KV head of layer <paramref name="layer"/>, the attention mass the layer's probe query (<see cref="ActQkv.Probe"/>) gives each cached row now.</summary>
+    /// <summary>actqkv: per KV head of layer <paramref name="layer"/>, the attention mass the window's rows give each cached row now, each row weighted by its activation bias (<see cref="ActQkv.RowWeights"/>).</summary>
     public float[][] ProbeScores(int layer)
     {
         var votes = NewScores(layer);
-        var (probe, at) = ActQkv.Probe(_rows[layer], _rowPos[layer], _policy.Layers[layer]);
-        Score(layer, [probe], [at], votes);
+        Score(layer, _rows[layer], _rowPos[layer], votes, ActQkv.RowWeights(_rows[layer], _rowPos[layer], _policy.Layers[layer]));
         return votes;
     }
 
@@ -251,12 +250,12 @@ public sealed class EvictingKvCache : KvCacheManager
         }
     }
 
-    private void Score(int l, IReadOnlyList<float[]> rows, IReadOnlyList<int> positions, float[][] into)
+    private void Score(int l, IReadOnlyList<float[]> rows, IReadOnlyList<int> positions, float[][] into, IReadOnlyList<double[]>? rowWeights = null)
     {
         var buffer = _inner.OutputBuffers![2 * l];
         ReadOnlySpan<float> keys = Contract.KvType == TensorElementType.Float ? buffer.GetTensorDataAsSpan<float>()
             : Floats(buffer, Contract.KvHeads * _inner.BufferLength * Contract.HeadDim);
-        KeyScorer.Accumulate(rows, positions, keys, _inner.BufferLength, _len[l], _policy.Layers[l], into, _gap?[l]);
+        KeyScorer.Accumulate(rows, positions, keys, _inner.BufferLength, _len[l], _policy.Layers[l], into, _gap?[l], rowWeights);
     }
 
     /// <summary>

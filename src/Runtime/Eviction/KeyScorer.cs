@@ -53,9 +53,10 @@ public static class KeyScorer
     /// <paramref name="queries"/>: rows of H*D floats (un-rotated, as fed to the op) at cache indices <paramref name="positions"/>;
     /// <paramref name="keys"/>: the layer's key buffer [Hkv, bufferLength, D] (rotated keys), <paramref name="length"/> valid rows.
     /// <paramref name="first"/>: per KV head, the first row the head holds (adakv masks the rows before it); null: row 0.
+    /// <paramref name="rowWeights"/> (optional, [row][query head]): each row's probabilities are added times its weight (1 when null).
     /// </summary>
     public static void Accumulate(IReadOnlyList<float[]> queries, IReadOnlyList<int> positions, ReadOnlySpan<float> keys, int bufferLength,
-        int length, KvEvictLayer layer, float[][] scores, IReadOnlyList<int>? first = null)
+        int length, KvEvictLayer layer, float[][] scores, IReadOnlyList<int>? first = null, IReadOnlyList<double[]>? rowWeights = null)
     {
         int h = layer.Heads, hkv = layer.KvHeads, d = layer.HeadDim, group = h / hkv;
         var q = new float[d];
@@ -78,7 +79,7 @@ public static class KeyScorer
                 }
                 double sum = 0;
                 for (int j = from; j < visible; j++) { logits[j] = MathF.Exp(logits[j] - max); sum += logits[j]; }
-                float inv = (float)(1 / sum);
+                float inv = (float)((rowWeights?[r][head] ?? 1) / sum);
                 var acc = scores[g];
                 for (int j = from; j < visible; j++) acc[j] += logits[j] * inv;
             }
