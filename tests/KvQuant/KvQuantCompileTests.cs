@@ -254,6 +254,9 @@ public class KvQuantCompileTests
         // 2 layers x K,V x 2 KV heads x 8 bytes (16 int4 channels); float32 2 x 2 x 2 x 16 x 4 = 512; scales 2 x 2 x 4 bytes
         Assert.That(inspect.Stdout, Does.Contain("kv cache  int4 per tensor: 64 bytes/token").And.Contain("+ 16 B of static scales").And.Contain("float32: 512 bytes/token (0.125x)"));
         Assert.That(inspect.Stdout, Does.Contain("at 32k").And.Contain("at 128k").And.Contain("at 1M"));
+        // the architecture card and cost model read the real head_dim and mode from longctx.json, not the uint8 [.., 8] I/O
+        Assert.That(inspect.Stdout, Does.Contain("head_dim 16").And.Contain("kv cache int4, 32 per layer per K/V")
+            .And.Match(@"int4 \(model\)\s+64 B").And.Match(@"fp32\s+512 B"));
         var noCalib = CliRunner.Run("compile", src, "-o", Path.Combine(_dir, "cli-q2"), "--kv", "int8");
         Assert.That(noCalib.ExitCode, Is.EqualTo(0), noCalib.Stderr);
         Assert.That(noCalib.Stderr, Does.Contain("calibrating on the built-in synthetic set"));

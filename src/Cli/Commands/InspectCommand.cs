@@ -32,6 +32,7 @@ internal static class InspectCommand
             string? whyNoCard = null;
             var card = attention.Blocks.Count > 0 ? ArchitectureCard.FromBlocks(m, attention.Blocks, out whyNoCard) : null;
             card ??= ArchitectureCard.FromModelIo(m, out whyNoCard);
+            if (card is not null && manifest?.Runtime.KvQuant is { } kq) card = card.WithKvQuantization(kq);
             var cost = card is null ? null : CostModel.Compute(card, costOptions);
             var kvq = manifest?.Runtime.KvQuant is { } q ? KvCacheFootprint.Of(m, q) : null;
             var kivi = manifest?.Runtime.Kivi is { } kl ? KiviFootprint.Of(kl) : null;

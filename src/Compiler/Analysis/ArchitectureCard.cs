@@ -32,6 +32,21 @@ public sealed partial record ArchitectureCard(
     /// <summary>Where each non-obvious field came from ("kv_heads: past_key_values.0.key dim 1", ...).</summary>
     public IReadOnlyList<string> Sources { get; init; } = [];
 
+    /// <summary>
+    /// The card of a model whose KV cache <c>lcc compile --kv</c> quantized: its cache inputs are int8 [.., head_dim] or
+    /// uint8 [.., head_dim / 2] (two int4 per byte), so read off the I/O they would say int8 and half the head_dim. The
+    /// longctx.json record knows the real head_dim and mode; the cost model then sizes fp32 and the model's row right.
+    /// </summary>
+    public ArchitectureCard WithKvQuantization(KvQuantization q)
+    {
+        if (KvHeads is not int kv || q.HeadDim <= 0) return this;
+        return this with
+        {
+            HeadDim = q.HeadDim, KvWidth = kv * q.HeadDim, KvDtype = q.Mode,
+            Sources = [.. Sources, $"head_dim, kv cache: longctx.json kv_quant ({q.Mode}, stored head_dim {q.StoredHeadDim})"],
+        };
+    }
+
     /// <summary>Weights read per decode step: all parameters except the embedding table.</summary>
     public long DecodeWeightBytes => ParameterBytes - EmbeddingBytes;
     public long MatmulParameters => Parameters - EmbeddingParameters;
