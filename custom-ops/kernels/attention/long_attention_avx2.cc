@@ -39,22 +39,7 @@ struct Avx2Traits {
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
   }
   // exp2poly (la_exp_simd.h): arguments are s - max <= 0, so no upper clamp.
-  static V exp(V x0) {
-    using namespace exp2poly;
-    const V keep = _mm256_cmp_ps(x0, _mm256_set1_ps(kLo), _CMP_GE_OQ);
-    const V t = _mm256_mul_ps(_mm256_max_ps(x0, _mm256_set1_ps(kLo)), _mm256_set1_ps(kLog2e));
-    const V n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const V f = _mm256_sub_ps(t, n);
-    V y = _mm256_set1_ps(kC6);
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC5));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC4));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC3));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC2));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC1));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
-  }
+  static V exp(V x0) { return Exp2PolyAvx2(x0); }
   static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
     PackTransposedAvx(src, lds, rows, D, kt, ldt);
   }

@@ -1,7 +1,10 @@
-// KIVI, scalar variant (baseline x86-64 flags): the plain loops. Rounding uses cvtss2si (round half to even under
+// KIVI, scalar variant (baseline x86-64 flags): the plain loops; the attention step is kivi_attend.h on one lane. Rounding uses cvtss2si (round half to even under
 // the default MXCSR), as the packed conversions of the SIMD variants do, so the codes match bit for bit.
 #include <xmmintrin.h>
 
+#include <cmath>
+
+#include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
 namespace longctx::kivi {
@@ -46,18 +49,30 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
   }
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
-
-void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] = y[j] * s + a * x[j];
-}
+struct ScalarTraits {
+  using V = float;
+  static constexpr int W = 1;
+  static V zero() { return 0.0f; }
+  static V set1(float x) { return x; }
+  static V load(const float* p) { return *p; }
+  static V loadn(const float* p, int64_t) { return *p; }
+  static void store(float* p, V v) { *p = v; }
+  static void storen(float* p, V v, int64_t) { *p = v; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static V add(V a, V b) { return a + b; }
+  static V sub(V a, V b) { return a - b; }
+  static V mul(V a, V b) { return a * b; }
+  static V max(V a, V b) { return a > b ? a : b; }
+  static float hmax(V a) { return a; }
+  static float hsum(V a) { return a; }
+  static void hsum4(const V a[4], float* out) {
+    for (int i = 0; i < 4; ++i) out[i] = a[i];
+  }
+  static V exp(V x) { return std::exp(x); }
+};
 
 }  // namespace
 
-const Table kScalar = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
+const Table kScalar = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Attend<ScalarTraits>::Run};
 
 }  // namespace longctx::kivi
