@@ -33,40 +33,63 @@ void PackRow(const float* x, const float* zero, const float* inv, int64_t d, int
   }
 }
 
-// The 8 codes of channels [j, j + 8) as floats.
-inline __m256 Codes8(const uint8_t* codes, int64_t j, int bits) {
-  const __m256i shifts = bits == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
-                                   : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-  const uint8_t* in = codes + j * bits / 8;
-  uint32_t word = static_cast<uint32_t>(in[0]) | static_cast<uint32_t>(in[1]) << 8;
-  if (bits == 4) word |= static_cast<uint32_t>(in[2]) << 16 | static_cast<uint32_t>(in[3]) << 24;
-  const __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
-                                     _mm256_set1_epi32((1 << bits) - 1));
-  return _mm256_cvtepi32_ps(c);
+// The 8 codes of channels [j, j + 8) as floats; BITS a constant, so the shifts, the byte offset and the load width
+// fold (one broadcast load, vpsrlvd, vpand, vcvtdq2ps).
+template <int BITS>
+inline __m256 Codes8(const uint8_t* codes, int64_t j) {
+  const uint8_t* in = codes + j * BITS / 8;
+  uint32_t word;
+  if constexpr (BITS == 4) {
+    __builtin_memcpy(&word, in, 4);
+  } else {
+    uint16_t half;
+    __builtin_memcpy(&half, in, 2);
+    word = half;
+  }
+  const __m256i shifts = BITS == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28) : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
+                                             _mm256_set1_epi32((1 << BITS) - 1)));
+}
+
+template <int BITS>
+void UnpackRowT(const uint8_t* codes, const float* scale, const float* zero, int64_t d, float* y) {
+  for (int64_t j = 0; j < d; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(Codes8<BITS>(codes, j), _mm256_loadu_ps(scale + j), _mm256_loadu_ps(zero + j)));
 }
 
 void UnpackRow(const uint8_t* codes, const float* scale, const float* zero, int64_t d, int bits, float* y) {
-  for (int64_t j = 0; j < d; j += 8)
-    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(Codes8(codes, j, bits), _mm256_loadu_ps(scale + j), _mm256_loadu_ps(zero + j)));
+  bits == 4 ? UnpackRowT<4>(codes, scale, zero, d, y) : UnpackRowT<2>(codes, scale, zero, d, y);
+}
+
+template <int BITS>
+void UnpackKeysT(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, float* y) {
+  const int64_t rb = d * BITS / 8;
+  for (int64_t j = 0; j < d; j += 8) {  // channel-outer: the group's scale and zero stay in registers
+    const __m256 s = _mm256_loadu_ps(scale + j), z = _mm256_loadu_ps(zero + j);
+    for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(y + r * d + j, _mm256_fmadd_ps(Codes8<BITS>(codes + r * rb, j), s, z));
+  }
 }
 
 void UnpackKeys(const uint8_t* codes, int64_t rows, const float* scale, const float* zero, int64_t d, int bits, float* y) {
-  const int64_t rb = d * bits / 8;
-  for (int64_t j = 0; j < d; j += 8) {  // channel-outer: the group's scale and zero stay in registers
-    const __m256 s = _mm256_loadu_ps(scale + j), z = _mm256_loadu_ps(zero + j);
-    for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(y + r * d + j, _mm256_fmadd_ps(Codes8(codes + r * rb, j, bits), s, z));
+  bits == 4 ? UnpackKeysT<4>(codes, rows, scale, zero, d, y) : UnpackKeysT<2>(codes, rows, scale, zero, d, y);
+}
+
+template <int BITS>
+void UnpackValuesT(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, float* y) {
+  const int64_t rb = d * BITS / 8, ng = d / g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = params + r * 2 * ng;
+    const uint8_t* row = codes + r * rb;
+    float* yr = y + r * d;
+    for (int64_t k = 0; k < ng; ++k) {
+      const __m256 s = _mm256_set1_ps(pr[k]), z = _mm256_set1_ps(pr[ng + k]);
+      for (int64_t j = k * g; j < (k + 1) * g; j += 8) _mm256_storeu_ps(yr + j, _mm256_fmadd_ps(Codes8<BITS>(row, j), s, z));
+    }
   }
 }
 
 void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64_t d, int64_t g, int bits, float* y) {
-  const int64_t rb = d * bits / 8, ng = d / g;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* pr = params + r * 2 * ng;
-    for (int64_t k = 0; k < ng; ++k) {
-      const __m256 s = _mm256_set1_ps(pr[k]), z = _mm256_set1_ps(pr[ng + k]);
-      for (int64_t j = k * g; j < (k + 1) * g; j += 8) _mm256_storeu_ps(y + r * d + j, _mm256_fmadd_ps(Codes8(codes + r * rb, j, bits), s, z));
-    }
-  }
+  bits == 4 ? UnpackValuesT<4>(codes, rows, params, d, g, y) : UnpackValuesT<2>(codes, rows, params, d, g, y);
 }
 
 // 8 lanes; head_dim is a multiple of 8, so loadn / storen are whole vectors.
