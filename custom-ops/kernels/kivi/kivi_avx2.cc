@@ -3,7 +3,7 @@
 // cvtps2dq (round half to even, as the scalar path) and ors the shifted codes together.
 #include <immintrin.h>
 
-#include "attention/la_exp_simd.h"
+#include "attention/la_vec.h"
 #include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
@@ -93,37 +93,9 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
 }
 
 // 8 lanes; head_dim is a multiple of 8, so loadn / storen are whole vectors.
-struct Avx2Traits {
-  using V = __m256;
-  static constexpr int W = 8;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V set1(float x) { return _mm256_set1_ps(x); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
+struct Avx2Traits : la::Avx2Vec {
   static V loadn(const float* p, int64_t) { return _mm256_loadu_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static void storen(float* p, V v, int64_t) { _mm256_storeu_ps(p, v); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static float hmax(V a) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-  }
-  static float hsum(V a) {
-    __m128 m = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-  }
-  static void hsum4(const V a[4], float* out) {  // hadd tree
-    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
-  }
-  static V exp(V x) { return la::Exp2PolyAvx2(x); }
 };
 
 }  // namespace

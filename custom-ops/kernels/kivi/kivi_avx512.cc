@@ -3,7 +3,7 @@
 // (vpsrlvd); pack rounds with cvtps2dq (round half to even, as the scalar path) and ors the shifted codes.
 #include <immintrin.h>
 
-#include "attention/la_exp_simd.h"
+#include "attention/la_vec.h"
 #include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
@@ -94,27 +94,10 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
 }
 
 // 16 lanes; loadn / storen mask an 8-channel tail (head_dim a multiple of 8).
-struct Avx512Traits {
-  using V = __m512;
-  static constexpr int W = 16;
+struct Avx512Traits : la::Avx512Vec {
   static __mmask16 Mask(int64_t left) { return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u); }
-  static V zero() { return _mm512_setzero_ps(); }
-  static V set1(float x) { return _mm512_set1_ps(x); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V loadn(const float* p, int64_t left) { return _mm512_maskz_loadu_ps(Mask(left), p); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static void storen(float* p, V v, int64_t left) { _mm512_mask_storeu_ps(p, Mask(left), v); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static float hmax(V a) { return _mm512_reduce_max_ps(a); }
-  static float hsum(V a) { return _mm512_reduce_add_ps(a); }
-  static void hsum4(const V a[4], float* out) {
-    for (int i = 0; i < 4; ++i) out[i] = _mm512_reduce_add_ps(a[i]);
-  }
-  static V exp(V x) { return la::CephesExpAvx512(x); }
 };
 
 }  // namespace

@@ -2,7 +2,7 @@
 //
 // The dispatch file (kivi.cc) validates arguments, computes each group's scale / zero / reciprocal once (so every
 // path writes the same codes) and runs the attention driver; the variants run the inner loops. The AVX2 / AVX-512
-// variant files include only <immintrin.h>, this header, kivi_attend.h and la_exp_simd.h, no standard header (see
+// variant files include only <immintrin.h>, this header, kivi_attend.h and attention/la_vec.h, no standard header (see
 // kvquant_kernels.h for why).
 #pragma once
 

@@ -2,8 +2,7 @@
 // the default MXCSR), as the packed conversions of the SIMD variants do, so the codes match bit for bit.
 #include <xmmintrin.h>
 
-#include <cmath>
-
+#include "attention/la_vec.h"
 #include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
@@ -49,26 +48,9 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
   }
 }
 
-struct ScalarTraits {
-  using V = float;
-  static constexpr int W = 1;
-  static V zero() { return 0.0f; }
-  static V set1(float x) { return x; }
-  static V load(const float* p) { return *p; }
+struct ScalarTraits : la::ScalarVec {
   static V loadn(const float* p, int64_t) { return *p; }
-  static void store(float* p, V v) { *p = v; }
   static void storen(float* p, V v, int64_t) { *p = v; }
-  static V fma(V a, V b, V c) { return a * b + c; }
-  static V add(V a, V b) { return a + b; }
-  static V sub(V a, V b) { return a - b; }
-  static V mul(V a, V b) { return a * b; }
-  static V max(V a, V b) { return a > b ? a : b; }
-  static float hmax(V a) { return a; }
-  static float hsum(V a) { return a; }
-  static void hsum4(const V a[4], float* out) {
-    for (int i = 0; i < 4; ++i) out[i] = a[i];
-  }
-  static V exp(V x) { return std::exp(x); }
 };
 
 }  // namespace
