@@ -2,14 +2,14 @@
 // kivi_avx2.cc and kivi_avx512.cc include this file with their vector traits VT (W lanes; loadn / storen touch
 // min(W, left) lanes, so head_dim needs only be a multiple of 8 on the 16-lane path).
 //
-// The driver dequantizes a key group and its values once into G x D tiles (L1) shared by all query rows of the kv
-// head; per row r this runs one online-softmax step (Milakov & Gimelshein 2018; Dao et al. 2022, Alg. 1) over the
+// The driver dequantizes whole key groups (about 128 keys) and their values once into tiles (L1) shared by all query
+// rows of the kv head (and passes fp32 residual tiles as they are); per row r this runs one online-softmax step (Milakov & Gimelshein 2018; Dao et al. 2022, Alg. 1) over the
 // tile's first cnt_r keys, without a call per key:
 //   s_k  = q_r . K_k                  4 keys at a time, W channels per fma, one 4-way horizontal sum
 //   m'   = max(m_r, max_k s_k)        s padded with -inf to a multiple of W
-//   p_k  = exp(s_k - m')              vector exp (la_exp_simd.h), -inf padding gives 0
+//   p_k  = exp(s_k - m')              VT::exp (la_vec.h: la_exp_simd.h's exps), -inf padding gives 0
 //   l_r  = l_r e^(m_r - m') + sum_k p_k
-//   O_r  = O_r e^(m_r - m') + sum_k p_k V_k   up to 4 W-channel accumulators held across the keys
+//   O_r  = O_r e^(m_r - m') + sum_k p_k V_k   up to 4 W-channel accumulators (x2: even / odd keys) in registers
 // q is pre-multiplied by the softmax scale. No standard header: the AVX2 / AVX-512 instantiations must not emit
 // inline standard-library functions the linker could hand to a baseline caller (see kivi_kernels.h).
 #pragma once
