@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -220,7 +221,12 @@ void RunItem(void* ctx, int64_t item) {
   }
   // a tile holds whole key groups, about 128 keys, so the per-row softmax bookkeeping is paid once per tile
   const int64_t per_tile = std::max<int64_t>(1, 128 / G), tile = std::max<int64_t>(per_tile * G, 64);
-  std::vector<float> kt(tile * D), vt(tile * D), sc(tile + 16), vs(D), vz(D);
+  // the tiles are written before they are read: no zero fill (value-initialised vectors cost a memset per item)
+  std::unique_ptr<float[]> tiles(new float[2 * tile * D + tile + 16]);
+  float* const kt = tiles.get();
+  float* const vt = kt + tile * D;
+  float* const sc = vt + tile * D;
+  std::vector<float> vs(D), vz(D);
   std::vector<int64_t> lim(rows);
   const int64_t kvbase = b * Hkv + kvh;
   // the quantized prefix in [c0, c1), up to per_tile key groups at a time (chunks are group-aligned)
@@ -230,8 +236,8 @@ void RunItem(void* ctx, int64_t item) {
     for (int64_t g = g0; g < g0 + ng; ++g) {
       const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
       const int64_t tok0 = kvbase * Pq + g * G;
-      float* kg = kt.data() + (g - g0) * G * D;
-      float* vg = vt.data() + (g - g0) * G * D;
+      float* kg = kt + (g - g0) * G * D;
+      float* vg = vt + (g - g0) * G * D;
       t.unpack_keys(p.key_codes + tok0 * rb, G, kp, kp + D, D, bits, kg);
       if (G % 8 == 0) {
         t.unpack_values(p.value_codes + tok0 * rb, G, p.value_params + tok0 * 2 * (D / G), D, G, bits, vg);
@@ -242,7 +248,7 @@ void RunItem(void* ctx, int64_t item) {
         }
       }
     }
-    t.attend(q.data(), rows, kt.data(), vt.data(), ng * G, D, nullptr, m.data(), l.data(), acc.data(), sc.data());
+    t.attend(q.data(), rows, kt, vt, ng * G, D, nullptr, m.data(), l.data(), acc.data(), sc);
   }
   // the fp32 residual in [c0, c1) (past residual, then the call's tokens: causal)
   const float* pk = p.present_key + kvbase * T * D;
@@ -250,7 +256,7 @@ void RunItem(void* ctx, int64_t item) {
   for (int64_t k0 = std::max<int64_t>(c0 - Pq, 0); k0 < c1 - Pq; k0 += tile) {
     const int64_t n = std::min(tile, c1 - Pq - k0);
     for (int64_t r = 0; r < rows; ++r) lim[r] = Rp + i0 + r / Gh + 1 - k0;
-    t.attend(q.data(), rows, pk + k0 * D, pv + k0 * D, n, D, lim.data(), m.data(), l.data(), acc.data(), sc.data());
+    t.attend(q.data(), rows, pk + k0 * D, pv + k0 * D, n, D, lim.data(), m.data(), l.data(), acc.data(), sc);
   }
   float* out = job.partial + item * (Job::kRows * Gh) * (2 + D);
   for (int64_t r = 0; r < rows; ++r) {
