@@ -11,6 +11,7 @@
 //
 //   longctx_kernel_bench [--json] [--quick]      (LONGCTX_ISA=... restricts to one path)
 //   longctx_kernel_bench --long-attention [threads] [max_len] [prefill|decode|all]   (bench_long_attention.cc)
+//   longctx_kernel_bench --kivi [threads] [contexts] [rounds]   KIVI decode vs fp32 LongAttention (bench_kivi.cc)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -162,19 +163,20 @@ void Table(const std::vector<Row>& rows, const std::string& paths, const std::st
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--long-attention") == 0) {
+  const bool la = argc > 1 && std::strcmp(argv[1], "--long-attention") == 0, kivi = argc > 1 && std::strcmp(argv[1], "--kivi") == 0;
+  if (la || kivi) {
     if (const char* err = longctx_isa_choice_error()) {
       std::fprintf(stderr, "longctx_kernel_bench: refused: %s\n", err);
       return 3;
     }
-    return longctx::bench::LongAttentionBench(argc - 2, argv + 2);
+    return la ? longctx::bench::LongAttentionBench(argc - 2, argv + 2) : longctx::bench::KiviBench(argc - 2, argv + 2);
   }
   bool json = false, quick = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) json = true;
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else {
-      std::fprintf(stderr, "usage: longctx_kernel_bench [--json] [--quick] | --long-attention [threads] [max_len] [prefill|decode|all]   (LONGCTX_ISA=scalar|avx2|avx512 selects one path)\n");
+      std::fprintf(stderr, "usage: longctx_kernel_bench [--json] [--quick] | --long-attention [threads] [max_len] [prefill|decode|all] | --kivi [threads] [contexts] [rounds]   (LONGCTX_ISA=scalar|avx2|avx512 selects one path)\n");
       return 2;
     }
   }

@@ -14,5 +14,7 @@ double FmaLoopAvx512(int64_t iters, float a, float b, float* sink);
 
 // bench_long_attention.cc: the multi-threaded LongAttention prefill / decode table (--long-attention).
 int LongAttentionBench(int argc, char** argv);
+// longctx_kernel_bench --kivi (bench_kivi.cc); argv after the flag.
+int KiviBench(int argc, char** argv);
 
 }  // namespace longctx::bench

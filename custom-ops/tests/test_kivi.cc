@@ -96,8 +96,10 @@ void Rope(std::vector<double>& x, const float* cos, const float* sin, int64_t ha
   }
 }
 
-void Attention(Ctx& ctx, int bits, int64_t B, int64_t S, int64_t Pq, int64_t Rp) {
-  const int64_t H = 4, Hkv = 2, D = 64, G = 32, Gh = H / Hkv, T = Rp + S, rb = D * bits / 8, max_pos = Pq + T + 4;
+// Shapes: H query heads over Hkv kv heads, head_dim D, group G (defaults: 4 / 2 / 64 / 32).
+void Attention(Ctx& ctx, int bits, int64_t B, int64_t S, int64_t Pq, int64_t Rp, int64_t H = 4, int64_t Hkv = 2,
+               int64_t D = 64, int64_t G = 32) {
+  const int64_t Gh = H / Hkv, T = Rp + S, rb = D * bits / 8, max_pos = Pq + T + 4;
   const int64_t half = D / 2;
   std::vector<float> cos(max_pos * half), sin(max_pos * half);
   for (int64_t p = 0; p < max_pos; ++p)
@@ -178,8 +180,9 @@ void Attention(Ctx& ctx, int bits, int64_t B, int64_t S, int64_t Pq, int64_t Rp)
           }
         }
     }
-  CHECK_MSG(ctx, worst <= 1e-4, "bits=%d B=%lld S=%lld Pq=%lld Rp=%lld: max |out - oracle| = %g", bits, (long long)B,
-            (long long)S, (long long)Pq, (long long)Rp, worst);
+  CHECK_MSG(ctx, worst <= 1e-4, "bits=%d B=%lld S=%lld Pq=%lld Rp=%lld H=%lld Hkv=%lld D=%lld G=%lld: max |out - oracle| = %g",
+            bits, (long long)B, (long long)S, (long long)Pq, (long long)Rp, (long long)H, (long long)Hkv, (long long)D,
+            (long long)G, worst);
   CHECK_MSG(ctx, worst_present <= 2e-6, "present residual differs by %g", worst_present);
 }
 
@@ -214,6 +217,17 @@ void KiviTests(Ctx& ctx) {
     Attention(ctx, bits, 1, 20, 0, 0);    // first prefill: nothing quantized yet
     Attention(ctx, bits, 1, 1, 4096, 150); // long decode: split over key chunks, merged by log-sum-exp
     Attention(ctx, bits, 1, 5, 992, 1100); // a chunk boundary inside the residual
+    // the fused step's edges: recall-public's shape (4 heads over 2, head_dim 32) at decode; a prefix that ends inside a
+    // 128-key tile and a residual of 41 keys (not a multiple of the 4-key score block); head_dim 40 (an 8-channel tail
+    // on the 16-lane path) with group 8; group 4 (values unpacked row by row); one token, nothing cached; an empty
+    // residual after exactly one group; 3 query heads per kv head
+    Attention(ctx, bits, 1, 1, 2080, 127, 4, 2, 32, 32);
+    Attention(ctx, bits, 1, 1, 160, 40, 8, 2, 32, 32);
+    Attention(ctx, bits, 1, 3, 200, 13, 4, 2, 40, 8);
+    Attention(ctx, bits, 1, 2, 60, 3, 4, 1, 32, 4);
+    Attention(ctx, bits, 1, 1, 0, 0, 4, 2, 32, 32);
+    Attention(ctx, bits, 1, 1, 32, 0, 4, 2, 32, 32);
+    Attention(ctx, bits, 2, 4, 96, 5, 6, 2, 16, 16);
   }
   BadArguments(ctx);
 }

@@ -2,59 +2,15 @@
 // 8-wide ymm vectors, 6 x 16 register blocks (12 accumulators), exp from exp2poly (la_exp_simd.h).
 #include <immintrin.h>
 
-#include "la_exp_simd.h"
+#include "la_vec.h"
 #include "la_transpose_avx2.h"
 #include "la_tile_loop.h"
 
 namespace longctx::la {
 namespace {
 
-struct Avx2Traits {
-  using V = __m256;
-  static constexpr int W = 8, MR = 6, NV = 2;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V set1(float x) { return _mm256_set1_ps(x); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static float hmax(V a) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-  }
-  static float hsum(V a) {
-    __m128 m = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    return _mm_cvtss_f32(m);
-  }
-  // out[i] = sum of the lanes of a[i], i < 4 (hadd tree).
-  static void hsum4(const V a[4], float* out) {
-    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
-  }
-  // exp2poly (la_exp_simd.h): arguments are s - max <= 0, so no upper clamp.
-  static V exp(V x0) {
-    using namespace exp2poly;
-    const V keep = _mm256_cmp_ps(x0, _mm256_set1_ps(kLo), _CMP_GE_OQ);
-    const V t = _mm256_mul_ps(_mm256_max_ps(x0, _mm256_set1_ps(kLo)), _mm256_set1_ps(kLog2e));
-    const V n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const V f = _mm256_sub_ps(t, n);
-    V y = _mm256_set1_ps(kC6);
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC5));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC4));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC3));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC2));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(kC1));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
-  }
+struct Avx2Traits : Avx2Vec {
+  static constexpr int MR = 6, NV = 2;
   static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
     PackTransposedAvx(src, lds, rows, D, kt, ldt);
   }

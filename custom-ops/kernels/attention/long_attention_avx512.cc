@@ -2,47 +2,15 @@
 // 12 x 32 register blocks (24 accumulators of the 32 zmm registers).
 #include <immintrin.h>
 
-#include "la_exp_simd.h"
+#include "la_vec.h"
 #include "la_transpose_avx2.h"
 #include "la_tile_loop.h"
 
 namespace longctx::la {
 namespace {
 
-struct Avx512Traits {
-  using V = __m512;
-  static constexpr int W = 16, MR = 12, NV = 2;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V set1(float x) { return _mm512_set1_ps(x); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static float hmax(V a) { return _mm512_reduce_max_ps(a); }
-  static float hsum(V a) { return _mm512_reduce_add_ps(a); }
-  static void hsum4(const V a[4], float* out) {
-    for (int i = 0; i < 4; ++i) out[i] = _mm512_reduce_add_ps(a[i]);
-  }
-  static V exp(V x0) {
-    using namespace cephes;
-    const __mmask16 keep = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(kLo), _CMP_GE_OQ);
-    V x = _mm512_min_ps(_mm512_max_ps(x0, _mm512_set1_ps(kLo)), _mm512_set1_ps(kHi));
-    V fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC1), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kC2), x);
-    V y = _mm512_set1_ps(kP0);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kP1));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kP2));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kP3));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kP4));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kP5));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mov_ps(keep, _mm512_mul_ps(y, _mm512_castsi512_ps(e)));
-  }
+struct Avx512Traits : Avx512Vec {
+  static constexpr int MR = 12, NV = 2;
   static void PackTransposed(const float* src, int64_t lds, int64_t rows, int64_t D, float* kt, int64_t ldt) {
     PackTransposedAvx(src, lds, rows, D, kt, ldt);
   }

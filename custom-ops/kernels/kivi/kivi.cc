@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -194,7 +195,9 @@ struct Job {
 };
 
 // One (b, kv head, block of query positions, key chunk [c0, c1) of [prefix | residual]): online softmax over the
-// chunk's dequantized prefix groups, then its residual keys; the partial state goes to job.partial.
+// chunk's prefix groups, each dequantized once into G x D key / value tiles shared by every query row, then its
+// residual keys, both through the fused per-ISA step Table::attend (kivi_attend.h); the partial state goes to
+// job.partial.
 void RunItem(void* ctx, int64_t item) {
   const Job& job = *static_cast<const Job*>(ctx);
   const P& p = *job.p;
@@ -216,53 +219,44 @@ void RunItem(void* ctx, int64_t item) {
     if (p.do_rotary) Rotate(row, p, Pq + Rp + i);
     for (int64_t j = 0; j < D; ++j) row[j] *= scale;
   }
-  const int64_t tile = std::max<int64_t>(G, 64);
-  std::vector<float> kt(tile * D), vt(tile * D), sc(tile), vs(D), vz(D);
-  // Attend rows to `n` keys / values (rows of `keys` / `vals`), row r limited to its first lim(r) keys.
-  auto attend = [&](const float* keys, const float* vals, int64_t n, auto lim) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t cnt = std::min(n, lim(r));
-      if (cnt <= 0) continue;
-      const float* qr = q.data() + r * D;
-      float mx = m[r];
-      for (int64_t k = 0; k < cnt; ++k) {
-        sc[k] = t.dot(qr, keys + k * D, D);
-        mx = std::max(mx, sc[k]);
-      }
-      const float corr = std::exp(m[r] - mx);  // exp(-inf) = 0 on the first tile
-      float* ar = acc.data() + r * D;
-      float sum = 0.0f;
-      for (int64_t k = 0; k < cnt; ++k) {
-        const float e = std::exp(sc[k] - mx);
-        sum += e;
-        t.scale_axpy(k == 0 ? corr : 1.0f, e, vals + k * D, ar, D);
-      }
-      l[r] = l[r] * corr + sum;
-      m[r] = mx;
-    }
-  };
+  // a tile holds whole key groups, about 128 keys, so the per-row softmax bookkeeping is paid once per tile
+  const int64_t per_tile = std::max<int64_t>(1, 128 / G), tile = std::max<int64_t>(per_tile * G, 64);
+  // the tiles are written before they are read: no zero fill (value-initialised vectors cost a memset per item)
+  std::unique_ptr<float[]> tiles(new float[2 * tile * D + tile + 16]);
+  float* const kt = tiles.get();
+  float* const vt = kt + tile * D;
+  float* const sc = vt + tile * D;
+  std::vector<float> vs(D), vz(D);
+  std::vector<int64_t> lim(rows);
   const int64_t kvbase = b * Hkv + kvh;
-  // the quantized prefix in [c0, c1), one key group at a time (chunks are group-aligned)
-  for (int64_t g = c0 / G; g < std::min(c1, Pq) / G; ++g) {
-    const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
-    const int64_t tok0 = kvbase * Pq + g * G;
-    t.unpack_keys(p.key_codes + tok0 * rb, G, kp, kp + D, D, bits, kt.data());
-    if (G % 8 == 0) {
-      t.unpack_values(p.value_codes + tok0 * rb, G, p.value_params + tok0 * 2 * (D / G), D, G, bits, vt.data());
-    } else {
-      for (int64_t k = 0; k < G; ++k) {
-        ValueRow(p.value_params + (tok0 + k) * 2 * (D / G), D, G, vs.data(), vz.data());
-        t.unpack_row(p.value_codes + (tok0 + k) * rb, vs.data(), vz.data(), D, bits, vt.data() + k * D);
+  // the quantized prefix in [c0, c1), up to per_tile key groups at a time (chunks are group-aligned)
+  const int64_t g_end = std::min(c1, Pq) / G;
+  for (int64_t g0 = c0 / G; g0 < g_end; g0 += per_tile) {
+    const int64_t ng = std::min(per_tile, g_end - g0);
+    for (int64_t g = g0; g < g0 + ng; ++g) {
+      const float* kp = p.key_params + (kvbase * (Pq / G) + g) * 2 * D;
+      const int64_t tok0 = kvbase * Pq + g * G;
+      float* kg = kt + (g - g0) * G * D;
+      float* vg = vt + (g - g0) * G * D;
+      t.unpack_keys(p.key_codes + tok0 * rb, G, kp, kp + D, D, bits, kg);
+      if (G % 8 == 0) {
+        t.unpack_values(p.value_codes + tok0 * rb, G, p.value_params + tok0 * 2 * (D / G), D, G, bits, vg);
+      } else {
+        for (int64_t k = 0; k < G; ++k) {
+          ValueRow(p.value_params + (tok0 + k) * 2 * (D / G), D, G, vs.data(), vz.data());
+          t.unpack_row(p.value_codes + (tok0 + k) * rb, vs.data(), vz.data(), D, bits, vg + k * D);
+        }
       }
     }
-    attend(kt.data(), vt.data(), G, [](int64_t) { return INT64_MAX; });
+    t.attend(q.data(), rows, kt, vt, ng * G, D, nullptr, m.data(), l.data(), acc.data(), sc);
   }
   // the fp32 residual in [c0, c1) (past residual, then the call's tokens: causal)
   const float* pk = p.present_key + kvbase * T * D;
   const float* pv = p.present_value + kvbase * T * D;
   for (int64_t k0 = std::max<int64_t>(c0 - Pq, 0); k0 < c1 - Pq; k0 += tile) {
     const int64_t n = std::min(tile, c1 - Pq - k0);
-    attend(pk + k0 * D, pv + k0 * D, n, [&](int64_t r) { return Rp + i0 + r / Gh + 1 - k0; });
+    for (int64_t r = 0; r < rows; ++r) lim[r] = Rp + i0 + r / Gh + 1 - k0;
+    t.attend(q.data(), rows, pk + k0 * D, pv + k0 * D, n, D, lim.data(), m.data(), l.data(), acc.data(), sc);
   }
   float* out = job.partial + item * (Job::kRows * Gh) * (2 + D);
   for (int64_t r = 0; r < rows; ++r) {

@@ -3,6 +3,8 @@
 // (vpsrlvd); pack rounds with cvtps2dq (round half to even, as the scalar path) and ors the shifted codes.
 #include <immintrin.h>
 
+#include "attention/la_vec.h"
+#include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
 namespace longctx::kivi {
@@ -91,27 +93,15 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
   }
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), acc);
-  if (j < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1u);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), acc);
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-
-void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
-  const __m512 vs = _mm512_set1_ps(s), va = _mm512_set1_ps(a);
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1u);
-    _mm512_mask_storeu_ps(y + j, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + j), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + j), vs)));
-  }
-}
+// 16 lanes; loadn / storen mask an 8-channel tail (head_dim a multiple of 8).
+struct Avx512Traits : la::Avx512Vec {
+  static __mmask16 Mask(int64_t left) { return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u); }
+  static V loadn(const float* p, int64_t left) { return _mm512_maskz_loadu_ps(Mask(left), p); }
+  static void storen(float* p, V v, int64_t left) { _mm512_mask_storeu_ps(p, Mask(left), v); }
+};
 
 }  // namespace
 
-const Table kAvx512 = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
+const Table kAvx512 = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Attend<Avx512Traits>::Run};
 
 }  // namespace longctx::kivi

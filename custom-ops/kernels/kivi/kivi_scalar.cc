@@ -1,7 +1,9 @@
-// KIVI, scalar variant (baseline x86-64 flags): the plain loops. Rounding uses cvtss2si (round half to even under
+// KIVI, scalar variant (baseline x86-64 flags): the plain loops; the attention step is kivi_attend.h on one lane. Rounding uses cvtss2si (round half to even under
 // the default MXCSR), as the packed conversions of the SIMD variants do, so the codes match bit for bit.
 #include <xmmintrin.h>
 
+#include "attention/la_vec.h"
+#include "kivi/kivi_attend.h"
 #include "kivi/kivi_kernels.h"
 
 namespace longctx::kivi {
@@ -46,18 +48,13 @@ void UnpackValues(const uint8_t* codes, int64_t rows, const float* params, int64
   }
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
-
-void ScaleAxpy(float s, float a, const float* x, float* y, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] = y[j] * s + a * x[j];
-}
+struct ScalarTraits : la::ScalarVec {
+  static V loadn(const float* p, int64_t) { return *p; }
+  static void storen(float* p, V v, int64_t) { *p = v; }
+};
 
 }  // namespace
 
-const Table kScalar = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Dot, &ScaleAxpy};
+const Table kScalar = {&PackRow, &UnpackRow, &UnpackKeys, &UnpackValues, &Attend<ScalarTraits>::Run};
 
 }  // namespace longctx::kivi
